@@ -1,0 +1,162 @@
+//! Problems found in a site file, reported like a compiler: file, line, column, what is wrong
+//! and how to fix it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use miette::{
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceCode,
+};
+
+use super::locate::Position;
+
+/// One thing wrong with the site file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub message: String,
+    pub help: Option<String>,
+    pub at: Option<Position>,
+}
+
+impl Problem {
+    pub fn new(message: impl Into<String>, at: Option<Position>) -> Problem {
+        Problem {
+            message: message.into(),
+            help: None,
+            at,
+        }
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Problem {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Everything wrong with one site file. `Display` gives one plain `file:line:col: message`
+/// line per problem; as a [`Diagnostic`] it renders source snippets.
+#[derive(Debug)]
+pub struct SiteErrors {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+    rendered: Vec<ProblemDiagnostic>,
+}
+
+impl SiteErrors {
+    pub fn new(file: PathBuf, text: String, problems: Vec<Problem>) -> SiteErrors {
+        let source = NamedSource::new(file.display().to_string(), text);
+        let rendered = problems
+            .iter()
+            .map(|p| ProblemDiagnostic {
+                problem: p.clone(),
+                source: source.clone(),
+            })
+            .collect();
+
+        SiteErrors {
+            file,
+            problems,
+            rendered,
+        }
+    }
+}
+
+impl fmt::Display for SiteErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{} has {n} problem{}:",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            match p.at {
+                Some(at) => write!(
+                    f,
+                    "  {}:{}:{}: {}",
+                    self.file.display(),
+                    at.line,
+                    at.column,
+                    p.message
+                )?,
+                None => write!(f, "  {}: {}", self.file.display(), p.message)?,
+            }
+            if let Some(help) = &p.help {
+                write!(f, " (help: {help})")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SiteErrors {}
+
+impl Diagnostic for SiteErrors {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        Some(Box::new("mailbake::site"))
+    }
+}
+
+impl SiteErrors {
+    /// Renders every problem with a snippet of the file around it, like a compiler does.
+    pub fn render(&self, color: bool) -> String {
+        let theme = if color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
+        let handler = GraphicalReportHandler::new_themed(theme);
+        let mut out = String::new();
+        for diagnostic in &self.rendered {
+            if handler.render_report(&mut out, diagnostic).is_err() {
+                out.push_str(&diagnostic.problem.message);
+            }
+            out.push('\n');
+        }
+        let n = self.problems.len();
+        out.push_str(&format!(
+            "{}: {n} problem{} found\n",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        ));
+        out
+    }
+}
+
+#[derive(Debug)]
+struct ProblemDiagnostic {
+    problem: Problem,
+    source: NamedSource<String>,
+}
+
+impl fmt::Display for ProblemDiagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.problem.message)
+    }
+}
+
+impl std::error::Error for ProblemDiagnostic {}
+
+impl Diagnostic for ProblemDiagnostic {
+    fn help<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.problem
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.problem.at.map(|_| &self.source as &dyn SourceCode)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let at = self.problem.at?;
+        Some(Box::new(std::iter::once(LabeledSpan::new(
+            Some("here".into()),
+            at.offset,
+            0,
+        ))))
+    }
+}

@@ -1,0 +1,311 @@
+//! The site model: what one site file says, already validated value by value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use super::names::{AliasName, DomainName, HostName, LocalPart, MailAddress, Selector, SiteName};
+use super::net::{Ipv4Config, Ipv6Config};
+use super::policy::{AliasTargets, DkimAlgorithm, Dmarc, Spf};
+
+/// A whole site: the mail domains it serves and the hosts that serve them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Short name of the site, used to name artifacts.
+    pub site: SiteName,
+    pub domains: UniqueMap<DomainName, Domain>,
+    pub hosts: UniqueMap<HostName, Host>,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub chasquid: ChasquidSettings,
+    #[serde(default)]
+    pub ssh: Ssh,
+    #[serde(default)]
+    pub dns: DnsSettings,
+}
+
+/// One mail domain.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    /// Users who can authenticate and receive mail; their password hashes live in the secrets
+    /// store, never in the site file.
+    #[serde(default)]
+    pub users: Vec<LocalPart>,
+    #[serde(default)]
+    pub aliases: UniqueMap<AliasName, AliasTargets>,
+    #[serde(default)]
+    pub dkim: Dkim,
+    #[serde(default)]
+    pub spf: Spf,
+    #[serde(default)]
+    pub dmarc: Option<Dmarc>,
+}
+
+/// DKIM selectors of a domain and the algorithm of each one's key. chasquid signs with every
+/// key present, so an RSA and an Ed25519 selector give dual signatures.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    #[serde(default)]
+    pub selectors: UniqueMap<Selector, DkimAlgorithm>,
+}
+
+/// One server.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// The host's name in DNS: its A/AAAA records, the target of PTR and MX, the system
+    /// hostname and chasquid's greeting name (walkthrough steps 8 and 9).
+    pub fqdn: DomainName,
+    pub ipv4: Ipv4Config,
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Config>,
+    /// Resolvers for the static network configuration; empty means "what DHCP gives".
+    #[serde(default)]
+    pub nameservers: Vec<IpAddr>,
+}
+
+/// How hosts get their certificates. Without `acme`, each host makes a self-signed bootstrap
+/// certificate at first boot so chasquid can start.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    #[serde(default)]
+    pub acme: Option<Acme>,
+}
+
+/// ACME DNS-01 with lego. Provider credentials live in the secrets store and reach the host
+/// only through its seed.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    /// A lego DNS provider name (`cloudflare`, `rfc2136`, ...).
+    pub provider: LegoProvider,
+    pub email: MailAddress,
+    #[serde(default = "default_acme_directory")]
+    pub directory: HttpsUrl,
+    #[serde(default)]
+    pub key_type: AcmeKeyType,
+    /// Names on the certificate; empty means the host fqdn, every domain and `*.domain`.
+    #[serde(default)]
+    pub names: Vec<CertName>,
+}
+
+fn default_acme_directory() -> HttpsUrl {
+    HttpsUrl("https://acme-v02.api.letsencrypt.org/directory".into())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AcmeKeyType {
+    #[default]
+    Ec256,
+    Ec384,
+    Rsa2048,
+    Rsa4096,
+}
+
+impl AcmeKeyType {
+    /// The spelling lego's `--key-type` takes.
+    pub fn as_lego(self) -> &'static str {
+        match self {
+            AcmeKeyType::Ec256 => "ec256",
+            AcmeKeyType::Ec384 => "ec384",
+            AcmeKeyType::Rsa2048 => "rsa2048",
+            AcmeKeyType::Rsa4096 => "rsa4096",
+        }
+    }
+}
+
+/// chasquid.conf settings that are the same for every host of the site.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChasquidSettings {
+    #[serde(default = "default_max_data_size_mb")]
+    pub max_data_size_mb: u32,
+}
+
+impl Default for ChasquidSettings {
+    fn default() -> Self {
+        ChasquidSettings {
+            max_data_size_mb: default_max_data_size_mb(),
+        }
+    }
+}
+
+fn default_max_data_size_mb() -> u32 {
+    50
+}
+
+/// Operator access. Public keys are not secret, so they live in the site file.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    #[serde(default)]
+    pub authorized_keys: Vec<SshPublicKey>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    #[serde(default = "default_ttl")]
+    pub ttl: u32,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings { ttl: default_ttl() }
+    }
+}
+
+fn default_ttl() -> u32 {
+    3600
+}
+
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct $name(pub String);
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                let check: fn(&str) -> Result<(), String> = $check;
+                check(&text).map_err(de::Error::custom)?;
+                Ok($name(text))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+checked_string!(
+    /// A lego DNS provider name: lowercase letters, digits and dots.
+    LegoProvider,
+    |text| {
+        if !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.')
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{text}` is not a lego DNS provider name; use the name from lego's provider list, e.g. `cloudflare` or `rfc2136`"
+            ))
+        }
+    }
+);
+
+checked_string!(
+    /// An `https://` URL (an ACME directory).
+    HttpsUrl,
+    |text| {
+        let rest = text.strip_prefix("https://").ok_or_else(|| {
+            format!("`{text}` must be an https:// URL (ACME requires TLS)")
+        })?;
+        if rest.is_empty() || rest.starts_with('/') || rest.chars().any(char::is_whitespace) {
+            return Err(format!("`{text}` is not a valid URL"));
+        }
+        Ok(())
+    }
+);
+
+checked_string!(
+    /// A name on a certificate: a domain, optionally with a leading `*.` wildcard.
+    CertName,
+    |text| {
+        let base = text.strip_prefix("*.").unwrap_or(text);
+        DomainName::try_from(base).map(|_| ())
+    }
+);
+
+checked_string!(
+    /// One line of an OpenSSH `authorized_keys` file.
+    SshPublicKey,
+    |text| {
+        const TYPES: [&str; 6] = [
+            "ssh-ed25519",
+            "ssh-rsa",
+            "ecdsa-sha2-nistp256",
+            "ecdsa-sha2-nistp384",
+            "ecdsa-sha2-nistp521",
+            "sk-ssh-ed25519@openssh.com",
+        ];
+        let mut parts = text.split_whitespace();
+        let kind = parts.next().unwrap_or("");
+        let blob = parts.next().unwrap_or("");
+        if !TYPES.contains(&kind) || blob.len() < 16 || text.contains('\n') {
+            return Err(format!(
+                "not an SSH public key line; expected `<type> <base64> [comment]` with type one of {}",
+                TYPES.join(", ")
+            ));
+        }
+        Ok(())
+    }
+);
+
+/// A map that refuses two keys that mean the same thing. YAML already refuses literal
+/// duplicates, but `Example.com` and `example.com.` are the same domain once normalized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UniqueMap<K, V>(pub BTreeMap<K, V>);
+
+impl<K, V> Default for UniqueMap<K, V> {
+    fn default() -> Self {
+        UniqueMap(BTreeMap::new())
+    }
+}
+
+impl<K, V> std::ops::Deref for UniqueMap<K, V> {
+    type Target = BTreeMap<K, V>;
+    fn deref(&self) -> &BTreeMap<K, V> {
+        &self.0
+    }
+}
+
+impl<'de, K, V> Deserialize<'de> for UniqueMap<K, V>
+where
+    K: Deserialize<'de> + Ord + fmt::Display,
+    V: Deserialize<'de>,
+{
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct MapVisitor<K, V>(PhantomData<(K, V)>);
+        impl<'de, K, V> Visitor<'de> for MapVisitor<K, V>
+        where
+            K: Deserialize<'de> + Ord + fmt::Display,
+            V: Deserialize<'de>,
+        {
+            type Value = UniqueMap<K, V>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(key) = map.next_key::<K>()? {
+                    if out.contains_key(&key) {
+                        return Err(de::Error::custom(format!(
+                            "`{key}` is listed twice (names are compared lowercase, without a trailing dot); merge the two entries"
+                        )));
+                    }
+                    let value = map.next_value::<V>()?;
+                    out.insert(key, value);
+                }
+                Ok(UniqueMap(out))
+            }
+        }
+        d.deserialize_map(MapVisitor(PhantomData))
+    }
+}

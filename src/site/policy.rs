@@ -1,0 +1,325 @@
+//! Mail policy settings of a domain: aliases, DKIM selectors, SPF and DMARC.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+use super::names::{DnsName, LocalPart, MailAddress};
+
+/// Where an alias delivers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AliasTarget {
+    /// A user or alias of the same domain (`i`).
+    Local(LocalPart),
+    /// A full address, local to the site or elsewhere (`someone@gmail.com`).
+    Address(MailAddress),
+    /// A command the message is piped into (`| /usr/local/bin/filter`).
+    Pipe(String),
+}
+
+impl fmt::Display for AliasTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AliasTarget::Local(l) => write!(f, "{l}"),
+            AliasTarget::Address(a) => write!(f, "{a}"),
+            AliasTarget::Pipe(cmd) => write!(f, "| {cmd}"),
+        }
+    }
+}
+
+/// The right-hand side of an alias: one target, a comma-separated string of them (chasquid's
+/// own syntax) or a YAML list. A pipe must stand alone, as in chasquid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AliasTargets(pub Vec<AliasTarget>);
+
+impl<'de> Deserialize<'de> for AliasTargets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let raw = OneOrMany::deserialize(d).map_err(|_| {
+            de::Error::custom(
+                "expected an address, a comma-separated string of addresses, or a list of them",
+            )
+        })?;
+        let items: Vec<String> = match raw {
+            OneOrMany::One(text) if text.trim_start().starts_with('|') => {
+                return parse_pipe(&text)
+                    .map(|p| AliasTargets(vec![p]))
+                    .map_err(de::Error::custom);
+            }
+            OneOrMany::One(text) => text.split(',').map(|s| s.trim().to_string()).collect(),
+            OneOrMany::Many(list) => list.into_iter().map(|s| s.trim().to_string()).collect(),
+        };
+        if items.is_empty() || items.iter().any(String::is_empty) {
+            return Err(de::Error::custom(
+                "empty alias target; list at least one address (`user` or `user@domain`)",
+            ));
+        }
+        let mut targets = Vec::with_capacity(items.len());
+        for item in items {
+            let target = if item.starts_with('|') {
+                return Err(de::Error::custom(format!(
+                    "`{item}`: a pipe alias must be the only target of its alias"
+                )));
+            } else if item.contains('@') {
+                MailAddress::try_from(item).map(AliasTarget::Address)
+            } else {
+                LocalPart::try_from(item).map(AliasTarget::Local)
+            };
+            targets.push(target.map_err(de::Error::custom)?);
+        }
+        Ok(AliasTargets(targets))
+    }
+}
+
+fn parse_pipe(text: &str) -> Result<AliasTarget, String> {
+    let command = text.trim_start().trim_start_matches('|').trim();
+    if command.is_empty() {
+        return Err("a pipe alias needs a command after `|`".into());
+    }
+    if command.contains('\n') {
+        return Err("a pipe alias command must fit on one line".into());
+    }
+    Ok(AliasTarget::Pipe(command.to_string()))
+}
+
+/// DKIM key algorithms chasquid signs with. RSA below 2048 bits is not offered: receivers
+/// treat it as weak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+pub enum DkimAlgorithm {
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl DkimAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimAlgorithm::Rsa2048 => "rsa-2048",
+            DkimAlgorithm::Rsa3072 => "rsa-3072",
+            DkimAlgorithm::Rsa4096 => "rsa-4096",
+            DkimAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// The SPF `all` qualifier. `+all` is not offered: it authorizes the whole internet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+pub enum SpfPolicy {
+    #[serde(rename = "-all")]
+    Fail,
+    #[default]
+    #[serde(rename = "~all")]
+    SoftFail,
+    #[serde(rename = "?all")]
+    Neutral,
+}
+
+impl SpfPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpfPolicy::Fail => "-all",
+            SpfPolicy::SoftFail => "~all",
+            SpfPolicy::Neutral => "?all",
+        }
+    }
+}
+
+/// SPF for a domain. The record always authorizes the site's hosts (`ip4:`/`ip6:`) and `mx`;
+/// `include` adds other senders (the walkthrough includes Gmail's).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Spf {
+    #[serde(default)]
+    pub include: Vec<DnsName>,
+    #[serde(default)]
+    pub policy: SpfPolicy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DmarcPolicy {
+    None,
+    Quarantine,
+    Reject,
+}
+
+impl DmarcPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DmarcPolicy::None => "none",
+            DmarcPolicy::Quarantine => "quarantine",
+            DmarcPolicy::Reject => "reject",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Alignment {
+    #[serde(rename = "r")]
+    Relaxed,
+    #[serde(rename = "s")]
+    Strict,
+}
+
+impl Alignment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alignment::Relaxed => "r",
+            Alignment::Strict => "s",
+        }
+    }
+}
+
+/// DMARC for a domain, published at `_dmarc.<domain>`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dmarc {
+    pub p: DmarcPolicy,
+    #[serde(default)]
+    pub sp: Option<DmarcPolicy>,
+    #[serde(default)]
+    pub pct: Option<Percent>,
+    #[serde(default)]
+    pub fo: Option<FailureOptions>,
+    #[serde(default)]
+    pub adkim: Option<Alignment>,
+    #[serde(default)]
+    pub aspf: Option<Alignment>,
+    #[serde(default)]
+    pub rua: Option<ReportUris>,
+    #[serde(default)]
+    pub ruf: Option<ReportUris>,
+}
+
+/// A percentage, 0 to 100.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Percent(pub u8);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        u8::try_from(n)
+            .ok()
+            .filter(|n| *n <= 100)
+            .map(Percent)
+            .ok_or_else(|| de::Error::custom(format!("pct {n} is not a percentage from 0 to 100")))
+    }
+}
+
+/// DMARC `fo=`: failure reporting options, colon-separated from `0`, `1`, `d`, `s`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureOptions(pub String);
+
+impl<'de> Deserialize<'de> for FailureOptions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FoVisitor;
+        impl Visitor<'_> for FoVisitor {
+            type Value = FailureOptions;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("DMARC failure options such as \"1\" or \"d:s\"")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<FailureOptions, E> {
+                self.visit_str(&n.to_string())
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<FailureOptions, E> {
+                let parts: Vec<&str> = text.split(':').map(str::trim).collect();
+                if parts.iter().all(|p| matches!(*p, "0" | "1" | "d" | "s")) {
+                    Ok(FailureOptions(parts.join(":")))
+                } else {
+                    Err(E::custom(format!(
+                        "fo `{text}` is not valid; use `0`, `1`, `d` or `s`, or several joined by `:` (e.g. `1` or `d:s`)"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(FoVisitor)
+    }
+}
+
+/// DMARC report destinations: `mailto:` URIs, one or a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportUris(pub Vec<MailAddress>);
+
+impl<'de> Deserialize<'de> for ReportUris {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        let raw = OneOrMany::deserialize(d)
+            .map_err(|_| de::Error::custom("expected a `mailto:` URI or a list of them"))?;
+        let uris = match raw {
+            OneOrMany::One(u) => vec![u],
+            OneOrMany::Many(list) => list,
+        };
+        let mut out = Vec::with_capacity(uris.len());
+        for uri in uris {
+            let Some(addr) = uri.strip_prefix("mailto:") else {
+                return Err(de::Error::custom(format!(
+                    "`{uri}` is not a `mailto:` URI; write `mailto:{uri}`"
+                )));
+            };
+            out.push(MailAddress::try_from(addr).map_err(de::Error::custom)?);
+        }
+        Ok(ReportUris(out))
+    }
+}
+
+impl ReportUris {
+    pub fn to_tag_value(&self) -> String {
+        self.0
+            .iter()
+            .map(|a| format!("mailto:{a}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alias_targets_accept_chasquid_syntax_and_lists() {
+        let t: AliasTargets = serde_norway::from_str("'i, x@gmail.com'").unwrap();
+        assert_eq!(t.0.len(), 2);
+        let t: AliasTargets = serde_norway::from_str("[i, x@gmail.com]").unwrap();
+        assert_eq!(
+            t.0[1],
+            AliasTarget::Address(MailAddress::try_from("x@gmail.com").unwrap())
+        );
+        let t: AliasTargets = serde_norway::from_str("'| /usr/bin/true'").unwrap();
+        assert_eq!(t.0, vec![AliasTarget::Pipe("/usr/bin/true".into())]);
+        assert!(serde_norway::from_str::<AliasTargets>("'i, | x'").is_err());
+        assert!(serde_norway::from_str::<AliasTargets>("'i,,j'").is_err());
+    }
+
+    #[test]
+    fn dmarc_failure_options_accept_numbers_and_combinations() {
+        let d: Dmarc = serde_norway::from_str("{p: reject, fo: 1}").unwrap();
+        assert_eq!(d.fo, Some(FailureOptions("1".into())));
+        let d: Dmarc = serde_norway::from_str("{p: reject, fo: 'd:s'}").unwrap();
+        assert_eq!(d.fo, Some(FailureOptions("d:s".into())));
+        assert!(serde_norway::from_str::<Dmarc>("{p: reject, fo: 2}").is_err());
+        assert!(serde_norway::from_str::<Dmarc>("{p: reject, pct: 101}").is_err());
+        assert!(
+            serde_norway::from_str::<Dmarc>("{p: reject, rua: rua@example.com}")
+                .unwrap_err()
+                .to_string()
+                .contains("mailto:")
+        );
+    }
+}
