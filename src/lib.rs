@@ -4,3 +4,5 @@
 //! Each module is one pipeline stage; the [`site::Site`] model is the only thing they share.
 
 pub mod site;
+pub mod overlay;
+pub mod output;

@@ -1,0 +1,190 @@
+//! Output directories that appear whole or not at all.
+//!
+//! A stage writes everything into a fresh temporary directory beside the destination and only
+//! renames it into place once every file is written and synced. A failure leaves the previous
+//! output (if any) untouched and no half-written files behind.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The file that marks a directory as a mailbake output (and lists its digests).
+pub const SUMS_FILE: &str = "SHA256SUMS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} exists and is not a mailbake output (it has no {SUMS_FILE}); choose another --out or remove it", path.display())]
+    NotOurs { path: PathBuf },
+    #[error("output path `{path}` must be relative and stay inside the output directory")]
+    BadPath { path: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One file to write: relative path, bytes, mode. Secrets use 0600.
+#[derive(Clone, Debug)]
+pub struct OutputFile {
+    pub path: String,
+    pub data: Vec<u8>,
+    pub mode: u32,
+}
+
+impl OutputFile {
+    pub fn public(path: impl Into<String>, data: Vec<u8>) -> OutputFile {
+        OutputFile {
+            path: path.into(),
+            data,
+            mode: 0o644,
+        }
+    }
+
+    pub fn secret(path: impl Into<String>, data: Vec<u8>) -> OutputFile {
+        OutputFile {
+            path: path.into(),
+            data,
+            mode: 0o600,
+        }
+    }
+}
+
+/// Writes `files` plus a `SHA256SUMS` over all of them into `dest`, atomically. Directories
+/// holding a secret file are made 0700.
+pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<(), OutputError> {
+    if dest.exists() && !is_replaceable(dest) {
+        return Err(OutputError::NotOurs {
+            path: dest.to_path_buf(),
+        });
+    }
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io(parent))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".mailbake-out-")
+        .tempdir_in(parent)
+        .map_err(io(parent))?;
+
+    let mut sums: Vec<(String, String)> = Vec::new();
+    for file in files {
+        if file.path.starts_with('/') || file.path.split('/').any(|s| s.is_empty() || s == "..") {
+            return Err(OutputError::BadPath {
+                path: file.path.clone(),
+            });
+        }
+        let target = staging.path().join(&file.path);
+        if let Some(dir) = target.parent() {
+            fs::create_dir_all(dir).map_err(io(dir))?;
+            if file.mode & 0o077 == 0 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+            }
+        }
+        write_synced(&target, &file.data, file.mode)?;
+        sums.push((file.path.clone(), hex::encode(Sha256::digest(&file.data))));
+    }
+    sums.sort();
+    let sums_text: String = sums
+        .iter()
+        .map(|(path, digest)| format!("{digest}  {path}\n"))
+        .collect();
+    write_synced(&staging.path().join(SUMS_FILE), sums_text.as_bytes(), 0o644)?;
+    // The staging directory is 0700 from tempfile; the output itself is browsable, secret
+    // subdirectories stay 0700.
+    fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755)).map_err(io(staging.path()))?;
+
+    let staged = staging.keep();
+    if dest.exists() {
+        // Swap: move the old output aside, the new one in, then delete the old one.
+        let old = parent.join(format!(".mailbake-old-{}", std::process::id()));
+        fs::rename(dest, &old).map_err(io(dest))?;
+        if let Err(e) = fs::rename(&staged, dest) {
+            let _ = fs::rename(&old, dest);
+            let _ = fs::remove_dir_all(&staged);
+            return Err(io(dest)(e));
+        }
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    } else if let Err(e) = fs::rename(&staged, dest) {
+        let _ = fs::remove_dir_all(&staged);
+        return Err(io(dest)(e));
+    }
+    Ok(())
+}
+
+fn is_replaceable(dest: &Path) -> bool {
+    dest.join(SUMS_FILE).is_file()
+        || fs::read_dir(dest).is_ok_and(|mut entries| entries.next().is_none())
+}
+
+fn write_synced(path: &Path, data: &[u8], mode: u32) -> Result<(), OutputError> {
+    let mut file: File = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io(path))?;
+    // The process umask may have narrowed the mode; outputs must not depend on it.
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    file.write_all(data).map_err(io(path))?;
+    file.sync_all().map_err(io(path))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_the_previous_output_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        write_dir(&dest, &[OutputFile::public("a", b"one".to_vec())]).unwrap();
+        let bad = [OutputFile::public("b", b"two".to_vec()), OutputFile::public("../escape", vec![])];
+        assert!(write_dir(&dest, &bad).is_err());
+        assert_eq!(fs::read(dest.join("a")).unwrap(), b"one");
+        assert!(!dest.join("b").exists());
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("out")]);
+    }
+
+    #[test]
+    fn secrets_are_0600_in_a_0700_directory_and_sums_list_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        write_dir(
+            &dest,
+            &[
+                OutputFile::public("overlay.tar", b"tar".to_vec()),
+                OutputFile::secret("hosts/mx1/seed/user-data", b"secret".to_vec()),
+            ],
+        )
+        .unwrap();
+        let mode = |p: &str| fs::metadata(dest.join(p)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("hosts/mx1/seed/user-data"), 0o600);
+        assert_eq!(mode("hosts/mx1/seed"), 0o700);
+        assert_eq!(mode("overlay.tar"), 0o644);
+        let sums = fs::read_to_string(dest.join(SUMS_FILE)).unwrap();
+        assert!(sums.contains("  hosts/mx1/seed/user-data\n") && sums.contains("  overlay.tar\n"));
+    }
+
+    #[test]
+    fn a_foreign_directory_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("precious"), b"x").unwrap();
+        let err = write_dir(dir.path(), &[OutputFile::public("a", vec![])]).unwrap_err();
+        assert!(err.to_string().contains("not a mailbake output"));
+        assert!(dir.path().join("precious").exists());
+    }
+}

@@ -1,0 +1,64 @@
+//! The template context: the site-wide facts layers may use. Hosts are deliberately absent:
+//! the overlay is the same for every host of a site, and per-host identity comes from seeds.
+
+use serde_json::{Value, json};
+
+use crate::site::{AliasTarget, Site};
+
+pub fn for_site(site: &Site) -> Value {
+    let domains: Vec<Value> = site
+        .domains
+        .iter()
+        .map(|(name, domain)| {
+            let aliases: Vec<Value> = domain
+                .aliases
+                .iter()
+                .map(|(alias, targets)| {
+                    json!({
+                        "name": alias.as_str(),
+                        "targets": chasquid_targets(&targets.0),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name.as_str(),
+                "users": domain.users.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+                "aliases": aliases,
+                "dkim_selectors": domain.dkim.selectors.keys().map(|s| s.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let acme = site.tls.acme.as_ref().map(|acme| {
+        let names: Vec<String> = if acme.names.is_empty() {
+            site.domains
+                .keys()
+                .flat_map(|d| [d.to_string(), format!("*.{d}")])
+                .collect()
+        } else {
+            acme.names.iter().map(|n| n.to_string()).collect()
+        };
+        json!({
+            "directory": acme.directory.to_string(),
+            "email": acme.email.as_str(),
+            "provider": acme.provider.to_string(),
+            "key_type": acme.key_type.as_lego(),
+            "names": names,
+            "include_hostname": true,
+        })
+    });
+    json!({
+        "site": site.site.as_str(),
+        "domains": domains,
+        "chasquid": { "max_data_size_mb": site.chasquid.max_data_size_mb },
+        "acme": acme,
+    })
+}
+
+/// The right-hand side of an aliases line in chasquid's syntax.
+fn chasquid_targets(targets: &[AliasTarget]) -> String {
+    targets
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
