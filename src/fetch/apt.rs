@@ -70,7 +70,9 @@ impl AptState {
         let a = &lock.archive;
         let sources = format!(
             "# Written by mailbake from packages.lock; rewritten on every fetch.\n\
-             deb [arch={} signed-by={DEBIAN_KEYRING}] {} {} {}\n",
+             # target=Packages: only the index needed to download .debs, whatever extra\n\
+             # indexes (AppStream, Contents) the host's apt.conf.d enables.\n\
+             deb [arch={} target=Packages signed-by={DEBIAN_KEYRING}] {} {} {}\n",
             architectures.join(","),
             a.mirror,
             a.suite,

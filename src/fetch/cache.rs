@@ -102,9 +102,14 @@ impl Cache {
     }
 
     /// Moves a freshly downloaded file into the cache if and only if its digest is the pinned
-    /// one. On a mismatch the file is left where it is (in a temporary directory the caller
-    /// removes) and nothing enters the cache.
-    pub fn insert(&self, downloaded: &Path, pkg: &PinnedPackage) -> Result<PathBuf, FetchError> {
+    /// one and `check` (run after the digest matched) accepts it. Otherwise the file is left
+    /// where it is (in a temporary directory the caller removes) and nothing enters the cache.
+    pub fn insert(
+        &self,
+        downloaded: &Path,
+        pkg: &PinnedPackage,
+        check: impl FnOnce(&Path) -> Result<(), FetchError>,
+    ) -> Result<PathBuf, FetchError> {
         let actual = sha256_file(downloaded).map_err(|source| FetchError::Io {
             path: downloaded.to_owned(),
             source,
@@ -117,6 +122,7 @@ impl Cache {
                 actual,
             });
         }
+        check(downloaded)?;
         // Flush before the rename so a crash cannot leave a renamed but empty file behind.
         File::open(downloaded)
             .and_then(|f| f.sync_all())

@@ -84,6 +84,20 @@ pub enum FetchError {
     )]
     KeyringMissing { path: PathBuf },
 
+    #[error(
+        "packages.lock pins {pinned} with sha256 {digest}, but the file with that digest \
+         ({path}) is {found}: correct the version or the sha256 in packages.lock"
+    )]
+    WrongPackage {
+        pinned: String,
+        digest: Sha256Digest,
+        found: String,
+        path: PathBuf,
+    },
+
+    #[error(transparent)]
+    Deb(#[from] DebError),
+
     #[error("{step} failed ({status}):\n{stderr}")]
     AptFailed {
         step: String,
@@ -120,6 +134,7 @@ pub fn fetch_all(
     for (i, pkg) in lock.packages.iter().enumerate() {
         match cache.lookup(pkg)? {
             Lookup::Hit(path) => {
+                check_identity(&path, pkg)?;
                 say(format!("cached {} ({})", pkg.label(), path.display()));
                 results.push(Some(CachedDeb {
                     package: pkg.clone(),
@@ -196,11 +211,33 @@ fn download_one(
     // apt names the file itself (escaping an epoch's colon); expecting exactly one file avoids
     // re-implementing its naming rule.
     match debs.as_slice() {
-        [one] => cache.insert(one, pkg),
+        // The identity check runs before the rename, so a file that is not the pinned package
+        // never enters the cache.
+        [one] => cache.insert(one, pkg, |p| check_identity(p, pkg)),
         _ => Err(FetchError::AptFailed {
             step: format!("apt-get download {}", pkg.label()),
             status: "exit status 0".into(),
             stderr: format!("expected one .deb file, found {}: {debs:?}", debs.len()),
         }),
     }
+}
+
+/// Checks that a `.deb` is the package the lock names. The digest pins the bytes, but a lock
+/// edited by hand can pair one package's digest with another's name or version; without this
+/// check the cache would silently serve the other package under the new label.
+fn check_identity(path: &std::path::Path, pkg: &PinnedPackage) -> Result<(), FetchError> {
+    let control = read_control(path)?;
+    let field = |name| control.get(name).unwrap_or("?").to_owned();
+    let found = (field("Package"), field("Version"), field("Architecture"));
+    if (found.0.as_str(), found.1.as_str(), found.2.as_str())
+        == (pkg.name.as_str(), pkg.version.as_str(), pkg.architecture.as_str())
+    {
+        return Ok(());
+    }
+    Err(FetchError::WrongPackage {
+        pinned: pkg.label(),
+        digest: pkg.sha256.clone(),
+        found: format!("{} {} {}", found.0, found.1, found.2),
+        path: path.to_owned(),
+    })
 }
