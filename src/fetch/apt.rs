@@ -125,7 +125,7 @@ impl AptState {
 
     /// `apt-get update` into the private lists.
     pub fn update(&self) -> Result<(), FetchError> {
-        let out = self.run(&["update"], &self.dir)?;
+        let out = self.run("apt-get", &["update"], &self.dir)?;
         if !out.status.success() {
             return Err(FetchError::AptFailed {
                 step: "apt-get update".into(),
@@ -149,7 +149,7 @@ impl AptState {
         } else {
             format!("{}:{}={}", pkg.name, pkg.architecture, pkg.version)
         };
-        let out = self.run(&["download", &spec], dest_dir)?;
+        let out = self.run("apt-get", &["download", &spec], dest_dir)?;
         if out.status.success() {
             return Ok(());
         }
@@ -165,10 +165,10 @@ impl AptState {
         if not_in_archive {
             return Err(FetchError::NotInArchive {
                 package: pkg.label(),
-                name: pkg.name.clone(),
                 suite: lock.archive.suite.clone(),
                 mirror: lock.archive.mirror.clone(),
                 apt_message: tail(&out.stderr),
+                available: self.available(pkg),
             });
         }
         Err(FetchError::AptFailed {
@@ -178,8 +178,32 @@ impl AptState {
         })
     }
 
-    fn run(&self, args: &[&str], cwd: &Path) -> Result<Output, FetchError> {
-        Command::new("apt-get")
+    /// The versions of `pkg` (same name and architecture) in the updated index, each with the
+    /// sha256 the signed index gives for its .deb, as `"VERSION sha256:DIGEST"`. This is what
+    /// a user needs to move a pin whose version has left the archive. Best effort: any
+    /// failure gives an empty list, since it only enriches an error that is already certain.
+    pub fn available(&self, pkg: &PinnedPackage) -> Vec<String> {
+        let spec = format!("{}:{}", pkg.name, pkg.architecture);
+        let Ok(out) = self.run("apt-cache", &["show", &spec], &self.dir) else {
+            return Vec::new();
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("\n\n")
+            .filter_map(|stanza| {
+                let field = |name: &str| {
+                    stanza.lines().find_map(|l| {
+                        l.strip_prefix(name)
+                            .and_then(|rest| rest.strip_prefix(':'))
+                            .map(str::trim)
+                    })
+                };
+                Some(format!("{} sha256:{}", field("Version")?, field("SHA256")?))
+            })
+            .collect()
+    }
+
+    fn run(&self, program: &str, args: &[&str], cwd: &Path) -> Result<Output, FetchError> {
+        Command::new(program)
             .arg("-q")
             .args(self.options())
             .args(args)

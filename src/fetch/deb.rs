@@ -221,7 +221,7 @@ fn read_entries(deb: &Path, tar: &mut dyn Read) -> Result<Vec<PayloadEntry>, Deb
             entry: shown.clone(),
             reason: reason.to_owned(),
         };
-        let Some(path) = normalize(&raw_path).map_err(|r| bad(r))? else {
+        let Some(path) = normalize(&raw_path).map_err(&bad)? else {
             continue; // the root directory itself
         };
         let header = entry.header();

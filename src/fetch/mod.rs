@@ -46,7 +46,7 @@ pub enum FetchError {
     },
 
     #[error(
-        "sha256 mismatch for {package}:\n  expected {expected} (packages.lock)\n  actual   {actual} ({path}, discarded)\n\
+        "sha256 mismatch for {package}:\n  expected {expected} (lock file)\n  actual   {actual} ({path}, discarded)\n\
          The archive served different bytes for this version. Do not just copy the new digest: \
          find out why (a rebuilt package gets a new version, so this points at a bad mirror or \
          a tampered file)."
@@ -60,21 +60,21 @@ pub enum FetchError {
 
     #[error(
         "{package} is not available from {mirror} {suite}; the pinned version may have left \
-         the archive. To update the pin: find the current version with `apt-cache policy {name}` \
-         against {suite}, download it with `apt-get download {name}=VERSION`, and put VERSION and \
-         the output of `sha256sum` into packages.lock.\napt said:\n{apt_message}"
+         the archive.\n{}apt said:\n{apt_message}",
+        available_hint(available)
     )]
     NotInArchive {
         package: String,
-        name: String,
         suite: String,
         mirror: String,
         apt_message: String,
+        /// `"VERSION sha256:DIGEST"` for each version the archive has now.
+        available: Vec<String>,
     },
 
     #[error(
         "apt-get not found in PATH: it is needed to download packages that are not cached yet \
-         (install apt, e.g. on Debian/Ubuntu it is always present; or fill the cache on a host that has it)"
+         (install apt, or fill the cache on a host that has it and pass --cache)"
     )]
     AptGetMissing,
 
@@ -85,8 +85,8 @@ pub enum FetchError {
     KeyringMissing { path: PathBuf },
 
     #[error(
-        "packages.lock pins {pinned} with sha256 {digest}, but the file with that digest \
-         ({path}) is {found}: correct the version or the sha256 in packages.lock"
+        "the lock file pins {pinned} with sha256 {digest}, but the file with that digest \
+         ({path}) is {found}: correct the version or the sha256 there"
     )]
     WrongPackage {
         pinned: String,
@@ -104,6 +104,22 @@ pub enum FetchError {
         status: String,
         stderr: String,
     },
+}
+
+fn available_hint(available: &[String]) -> String {
+    if available.is_empty() {
+        return "The archive has no version of it for this architecture: check the name and \
+                suite in the lock file.\n"
+            .into();
+    }
+    let mut s = String::from("The archive has now (version and sha256 from its signed index):\n");
+    for v in available {
+        s.push_str(&format!("  {v}\n"));
+    }
+    s.push_str(
+        "To move the pin, review the new version, then put its version and sha256 into the lock file.\n",
+    );
+    s
 }
 
 /// A package present and verified in the cache.
@@ -230,7 +246,11 @@ fn check_identity(path: &std::path::Path, pkg: &PinnedPackage) -> Result<(), Fet
     let field = |name| control.get(name).unwrap_or("?").to_owned();
     let found = (field("Package"), field("Version"), field("Architecture"));
     if (found.0.as_str(), found.1.as_str(), found.2.as_str())
-        == (pkg.name.as_str(), pkg.version.as_str(), pkg.architecture.as_str())
+        == (
+            pkg.name.as_str(),
+            pkg.version.as_str(),
+            pkg.architecture.as_str(),
+        )
     {
         return Ok(());
     }
