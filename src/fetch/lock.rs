@@ -410,7 +410,8 @@ packages:
                 bad,
             );
             let (err, msg) = parse_err(&text);
-            assert_eq!(location(&err).0, 9, "{msg}");
+            // Line and column of the value itself, not of the enclosing entry.
+            assert_eq!(location(&err), (9, 13), "{msg}");
             assert!(msg.contains("invalid sha256"), "{msg}");
             assert!(msg.contains(bad), "{msg}");
         }
