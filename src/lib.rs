@@ -3,6 +3,16 @@
 //!
 //! Each module is one pipeline stage; the [`site::Site`] model is the only thing they share.
 
-pub mod site;
-pub mod overlay;
+pub mod build;
+pub mod fetch;
 pub mod output;
+pub mod overlay;
+pub mod site;
+
+/// Where mailbake finds the files it ships (`layers/`, `packages.lock`): `$MAILBAKE_DATA_DIR`,
+/// else the source tree it was built from.
+pub fn data_dir() -> std::path::PathBuf {
+    std::env::var_os("MAILBAKE_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}

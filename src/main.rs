@@ -1,4 +1,6 @@
 //! The `mailbake` command line: parses arguments, runs one pipeline stage, reports errors.
+//!
+//! Exit status: 0 success, 1 the step failed, 2 bad command line, 3 invalid site file.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -6,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use mailbake::site;
+use mailbake::{build, site};
 
 /// Bake a reproducible chasquid mail server image, per-host cloud-init seeds and DNS records
 /// from one site file.
@@ -24,6 +26,31 @@ enum Command {
         /// The site file (YAML).
         site: PathBuf,
     },
+    /// Build the site's artifacts into DIR: overlay.tar, overlay.tar.gz, MANIFEST, SHA256SUMS.
+    Build(BuildArgs),
+    /// Download the pinned Debian packages (packages.lock) into the cache and verify them.
+    Fetch(mailbake::fetch::cli::FetchArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The site file (YAML).
+    site: PathBuf,
+    /// Output directory; replaced atomically (only if it is empty or an earlier mailbake output).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Lock file pinning the Debian packages [default: packages.lock shipped with mailbake].
+    #[arg(long, value_name = "FILE")]
+    lock: Option<PathBuf>,
+    /// Package cache [default: $MAILBAKE_CACHE, else $XDG_CACHE_HOME/mailbake, else ~/.cache/mailbake].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Layers directory [default: layers/ shipped with mailbake].
+    #[arg(long, value_name = "DIR")]
+    layers: Option<PathBuf>,
+    /// Timestamp for every file in the artifacts (seconds since 1970).
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = build::DEFAULT_SOURCE_DATE_EPOCH)]
+    source_date_epoch: u64,
 }
 
 /// Exit status for a site file that does not validate (as opposed to 1, "the step failed").
@@ -31,32 +58,52 @@ const EXIT_INVALID_SITE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check { site } => match site::load(&site) {
-            Ok(loaded) => {
-                println!(
-                    "{}: ok: site `{}`, {} domain(s), {} host(s)",
-                    site.display(),
-                    loaded.site.site,
-                    loaded.site.domains.len(),
-                    loaded.site.hosts.len()
-                );
-                ExitCode::SUCCESS
-            }
-            Err(err) => report_site_error(err),
-        },
+    let result = match cli.command {
+        Command::Check { site } => check(&site),
+        Command::Build(args) => run_build(args),
+        Command::Fetch(args) => mailbake::fetch::cli::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(err),
     }
 }
 
-fn report_site_error(err: site::LoadError) -> ExitCode {
-    match err {
-        site::LoadError::Invalid(errors) => {
-            eprint!("{}", errors.render(std::io::stderr().is_terminal()));
-            ExitCode::from(EXIT_INVALID_SITE)
-        }
-        other => {
-            eprintln!("{:?}", miette::Report::new(other));
-            ExitCode::FAILURE
-        }
+fn check(path: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = site::load(path)?;
+    println!(
+        "{}: ok: site `{}`, {} domain(s), {} host(s)",
+        path.display(),
+        loaded.site.site,
+        loaded.site.domains.len(),
+        loaded.site.hosts.len()
+    );
+    Ok(())
+}
+
+fn run_build(args: BuildArgs) -> anyhow::Result<()> {
+    let data = mailbake::data_dir();
+    let opts = build::BuildOptions {
+        site: args.site,
+        out: args.out,
+        lock: args.lock.unwrap_or_else(|| data.join("packages.lock")),
+        cache: args.cache,
+        layers: args.layers.unwrap_or_else(|| data.join("layers")),
+        source_date_epoch: args.source_date_epoch,
+    };
+    let report = build::run(&opts, &mut std::io::stderr().lock())?;
+    for (path, size, digest) in &report.files {
+        println!("{digest}  {size:>10}  {}", opts.out.join(path).display());
     }
+    Ok(())
+}
+
+/// Prints an error the way its kind deserves and picks the exit status.
+fn report(err: anyhow::Error) -> ExitCode {
+    if let Some(site::LoadError::Invalid(errors)) = err.downcast_ref::<site::LoadError>() {
+        eprint!("{}", errors.render(std::io::stderr().is_terminal()));
+        return ExitCode::from(EXIT_INVALID_SITE);
+    }
+    eprintln!("error: {err:#}");
+    ExitCode::FAILURE
 }

@@ -7,7 +7,7 @@ pub mod context;
 pub mod layers;
 pub mod tree;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::site::Site;
 use tree::{Entry, OnExisting, Tree, TreeError};
@@ -66,7 +66,3 @@ pub fn build(site: &Site, layers_dir: &Path, packages: &[PackagePayload]) -> Res
     Ok(tree)
 }
 
-/// The `layers/` directory that ships with this build of mailbake.
-pub fn default_layers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("layers")
-}

@@ -1,0 +1,40 @@
+//! `mailbake fetch`: download and verify the pinned packages.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::{Cache, Lock, fetch_all};
+
+/// Download the packages pinned in the lock file into the cache, verify their sha256, and
+/// print their cached paths (one per line, in lock order).
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// Lock file listing the pinned packages.
+    #[arg(long, value_name = "FILE", default_value = "packages.lock")]
+    pub lock: PathBuf,
+
+    /// Cache directory [default: $MAILBAKE_CACHE, else $XDG_CACHE_HOME/mailbake, else
+    /// $HOME/.cache/mailbake].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+}
+
+pub fn run(args: &FetchArgs) -> anyhow::Result<()> {
+    let lock = Lock::load(&args.lock)?;
+    let cache = match &args.cache {
+        Some(dir) => Cache::open(dir)?,
+        None => Cache::open_default()?,
+    };
+    let debs = fetch_all(&lock, &cache, &mut std::io::stderr().lock())?;
+    let mut out = String::new();
+    for deb in &debs {
+        out.push_str(&format!("{}\n", deb.path.display()));
+    }
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_all(out.as_bytes())
+        .context("writing the list of cached packages to stdout")?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Pinned Debian packages: the lock file, the download cache and the `.deb` reader.
+//!
+//! `fetch_all` makes every package of a [`Lock`] available as a verified file in a
+//! [`Cache`]; [`deb::read_payload`] then gives the overlay stage the files a package installs.
+//! Downloads go through apt with a private state directory (see [`apt`]); when every package
+//! is already cached, apt is not run at all, so repeat builds need neither apt nor network.
+
+pub mod apt;
+pub mod cache;
+pub mod cli;
+pub mod deb;
+pub mod lock;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+pub use cache::{Cache, Lookup, default_cache_dir, sha256_file};
+pub use deb::{
+    ControlFields, DebError, EntryKind, PayloadEntry, read_control, read_payload, read_version,
+};
+pub use lock::{ArchiveSource, Lock, LockError, PinnedPackage, Sha256Digest};
+
+/// Why packages could not be fetched. Each message names the file or package and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+
+    #[error(
+        "no cache directory: set MAILBAKE_CACHE (or XDG_CACHE_HOME or HOME), or pass --cache DIR"
+    )]
+    NoCacheDir,
+
+    #[error("cannot create cache directory {path}: {source} (pass --cache DIR to use another)")]
+    CacheDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "sha256 mismatch for {package}:\n  expected {expected} (lock file)\n  actual   {actual} ({path}, discarded)\n\
+         The archive served different bytes for this version. Do not just copy the new digest: \
+         find out why (a rebuilt package gets a new version, so this points at a bad mirror or \
+         a tampered file)."
+    )]
+    DigestMismatch {
+        package: String,
+        path: PathBuf,
+        expected: Sha256Digest,
+        actual: Sha256Digest,
+    },
+
+    #[error(
+        "{package} is not available from {mirror} {suite}; the pinned version may have left \
+         the archive.\n{}apt said:\n{apt_message}",
+        available_hint(available)
+    )]
+    NotInArchive {
+        package: String,
+        suite: String,
+        mirror: String,
+        apt_message: String,
+        /// `"VERSION sha256:DIGEST"` for each version the archive has now.
+        available: Vec<String>,
+    },
+
+    #[error(
+        "apt-get not found in PATH: it is needed to download packages that are not cached yet \
+         (install apt, or fill the cache on a host that has it and pass --cache)"
+    )]
+    AptGetMissing,
+
+    #[error(
+        "Debian archive keyring {path} not found: install the debian-archive-keyring package \
+         (it verifies the archive's signatures)"
+    )]
+    KeyringMissing { path: PathBuf },
+
+    #[error(
+        "the lock file pins {pinned} with sha256 {digest}, but the file with that digest \
+         ({path}) is {found}: correct the version or the sha256 there"
+    )]
+    WrongPackage {
+        pinned: String,
+        digest: Sha256Digest,
+        found: String,
+        path: PathBuf,
+    },
+
+    #[error(transparent)]
+    Deb(#[from] DebError),
+
+    #[error("{step} failed ({status}):\n{stderr}")]
+    AptFailed {
+        step: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+fn available_hint(available: &[String]) -> String {
+    if available.is_empty() {
+        return "The archive has no version of it for this architecture: check the name and \
+                suite in the lock file.\n"
+            .into();
+    }
+    let mut s = String::from("The archive has now (version and sha256 from its signed index):\n");
+    for v in available {
+        s.push_str(&format!("  {v}\n"));
+    }
+    s.push_str(
+        "To move the pin, review the new version, then put its version and sha256 into the lock file.\n",
+    );
+    s
+}
+
+/// A package present and verified in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedDeb {
+    pub package: PinnedPackage,
+    /// `<cache>/debs/<sha256>.deb`.
+    pub path: PathBuf,
+    /// Whether it was downloaded by this call (false: it was already cached).
+    pub downloaded: bool,
+}
+
+/// Makes every package of `lock` available in `cache`, verified against its pinned digest.
+///
+/// Progress lines (`cached …`, `fetching …`) go to `progress`. Results are in lock order.
+/// On error, packages verified so far stay cached; nothing unverified enters the cache.
+pub fn fetch_all(
+    lock: &Lock,
+    cache: &Cache,
+    progress: &mut dyn Write,
+) -> Result<Vec<CachedDeb>, FetchError> {
+    // Progress output is best effort: a closed stderr must not fail a fetch.
+    let mut say = |msg: String| {
+        let _ = writeln!(progress, "{msg}");
+    };
+    let mut results: Vec<Option<CachedDeb>> = Vec::with_capacity(lock.packages.len());
+    let mut missing = Vec::new();
+    for (i, pkg) in lock.packages.iter().enumerate() {
+        match cache.lookup(pkg)? {
+            Lookup::Hit(path) => {
+                check_identity(&path, pkg)?;
+                say(format!("cached {} ({})", pkg.label(), path.display()));
+                results.push(Some(CachedDeb {
+                    package: pkg.clone(),
+                    path,
+                    downloaded: false,
+                }));
+            }
+            Lookup::Corrupt { actual } => {
+                say(format!(
+                    "corrupt cache entry for {} (sha256 {actual}, expected {}): deleted, fetching again",
+                    pkg.label(),
+                    pkg.sha256
+                ));
+                results.push(None);
+                missing.push(i);
+            }
+            Lookup::Miss => {
+                results.push(None);
+                missing.push(i);
+            }
+        }
+    }
+
+    if !missing.is_empty() {
+        let state = apt::AptState::prepare(&cache.apt_dir(), lock)?;
+        say(format!(
+            "updating package lists for {} {} from {}",
+            lock.archive.suite, lock.archive.component, lock.archive.mirror
+        ));
+        state.update()?;
+        for i in missing {
+            let pkg = &lock.packages[i];
+            say(format!("fetching {} …", pkg.label()));
+            let path = download_one(&state, lock, cache, pkg)?;
+            say(format!("verified {} ({})", pkg.label(), path.display()));
+            results[i] = Some(CachedDeb {
+                package: pkg.clone(),
+                path,
+                downloaded: true,
+            });
+        }
+    }
+    // Every slot is filled above: a hit at lookup, or a download (which returned early on error).
+    Ok(results.into_iter().flatten().collect())
+}
+
+/// Downloads one package into a fresh temporary directory inside the cache, then hands the
+/// single `.deb` apt wrote to [`Cache::insert`]. The directory is removed however this ends.
+fn download_one(
+    state: &apt::AptState,
+    lock: &Lock,
+    cache: &Cache,
+    pkg: &PinnedPackage,
+) -> Result<PathBuf, FetchError> {
+    let tmp = tempfile::Builder::new()
+        .prefix("download-")
+        .tempdir_in(cache.tmp_dir())
+        .map_err(|source| FetchError::Io {
+            path: cache.tmp_dir(),
+            source,
+        })?;
+    state.download(pkg, lock, tmp.path())?;
+    let io_err = |source| FetchError::Io {
+        path: tmp.path().to_owned(),
+        source,
+    };
+    let mut debs = Vec::new();
+    for entry in std::fs::read_dir(tmp.path()).map_err(io_err)? {
+        let p = entry.map_err(io_err)?.path();
+        if p.extension().is_some_and(|e| e == "deb") {
+            debs.push(p);
+        }
+    }
+    // apt names the file itself (escaping an epoch's colon); expecting exactly one file avoids
+    // re-implementing its naming rule.
+    match debs.as_slice() {
+        // The identity check runs before the rename, so a file that is not the pinned package
+        // never enters the cache.
+        [one] => cache.insert(one, pkg, |p| check_identity(p, pkg)),
+        _ => Err(FetchError::AptFailed {
+            step: format!("apt-get download {}", pkg.label()),
+            status: "exit status 0".into(),
+            stderr: format!("expected one .deb file, found {}: {debs:?}", debs.len()),
+        }),
+    }
+}
+
+/// Checks that a `.deb` is the package the lock names. The digest pins the bytes, but a lock
+/// edited by hand can pair one package's digest with another's name or version; without this
+/// check the cache would silently serve the other package under the new label.
+fn check_identity(path: &std::path::Path, pkg: &PinnedPackage) -> Result<(), FetchError> {
+    let control = read_control(path)?;
+    let field = |name| control.get(name).unwrap_or("?").to_owned();
+    let found = (field("Package"), field("Version"), field("Architecture"));
+    if (found.0.as_str(), found.1.as_str(), found.2.as_str())
+        == (
+            pkg.name.as_str(),
+            pkg.version.as_str(),
+            pkg.architecture.as_str(),
+        )
+    {
+        return Ok(());
+    }
+    Err(FetchError::WrongPackage {
+        pinned: pkg.label(),
+        digest: pkg.sha256.clone(),
+        found: format!("{} {} {}", found.0, found.1, found.2),
+        path: path.to_owned(),
+    })
+}
