@@ -2,3 +2,4 @@
 //! DNS records from one site file.
 //!
 //! Each module is one pipeline stage; the [`site::Site`] model is the only thing they share.
+pub mod secrets;
