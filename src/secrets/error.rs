@@ -128,7 +128,7 @@ pub enum SecretsError {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(
-        "RSA key has {bits} bits, fewer than the {min} that receivers accept (RFC 8301)\n  fix: generate a new key with `mailbake dkim keygen` under a new selector and publish its record"
+        "RSA key has {bits} bits, fewer than the {min} mailbake requires (RFC 8301 rejects < 1024 and receivers distrust 1024)\n  fix: generate a new key with `mailbake dkim keygen` under a new selector and publish its record"
     )]
     Weak { bits: usize, min: usize },
 
