@@ -7,6 +7,7 @@ pub mod build;
 pub mod fetch;
 pub mod output;
 pub mod overlay;
+pub mod secrets;
 pub mod site;
 
 /// Where mailbake finds the files it ships (`layers/`, `packages.lock`): `$MAILBAKE_DATA_DIR`,
@@ -16,3 +17,4 @@ pub fn data_dir() -> std::path::PathBuf {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
+pub mod secrets;
