@@ -85,7 +85,11 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
 }
 
 /// Fetches (or finds in the cache) every pinned package and reads its payload.
-fn load_packages(lock_path: &Path, cache: Option<&Path>, progress: &mut dyn Write) -> anyhow::Result<Vec<PackagePayload>> {
+fn load_packages(
+    lock_path: &Path,
+    cache: Option<&Path>,
+    progress: &mut dyn Write,
+) -> anyhow::Result<Vec<PackagePayload>> {
     let lock = Lock::load(lock_path)?;
     let cache = match cache {
         Some(dir) => Cache::open(dir)?,
@@ -111,7 +115,10 @@ fn load_packages(lock_path: &Path, cache: Option<&Path>, progress: &mut dyn Writ
 fn payload_entries(entries: Vec<fetch::deb::PayloadEntry>, origin: &str) -> Vec<(String, Entry)> {
     use fetch::deb::EntryKind;
     let contents_of = |path: &str, all: &[fetch::deb::PayloadEntry]| {
-        all.iter().find(|e| e.path == path).map(|e| e.contents.clone()).unwrap_or_default()
+        all.iter()
+            .find(|e| e.path == path)
+            .map(|e| e.contents.clone())
+            .unwrap_or_default()
     };
     entries
         .iter()
@@ -120,7 +127,10 @@ fn payload_entries(entries: Vec<fetch::deb::PayloadEntry>, origin: &str) -> Vec<
                 EntryKind::Dir => Content::Dir,
                 EntryKind::File => Content::File(e.contents.clone()),
                 EntryKind::Symlink => Content::Symlink(e.link_target.clone().unwrap_or_default()),
-                EntryKind::Hardlink => Content::File(contents_of(e.link_target.as_deref().unwrap_or_default(), &entries)),
+                EntryKind::Hardlink => Content::File(contents_of(
+                    e.link_target.as_deref().unwrap_or_default(),
+                    &entries,
+                )),
             };
             (
                 e.path.clone(),

@@ -103,7 +103,8 @@ pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<(), OutputError> {
     write_synced(&staging.path().join(SUMS_FILE), sums_text.as_bytes(), 0o644)?;
     // The staging directory is 0700 from tempfile; the output itself is browsable, secret
     // subdirectories stay 0700.
-    fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755)).map_err(io(staging.path()))?;
+    fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
+        .map_err(io(staging.path()))?;
 
     let staged = staging.keep();
     if dest.exists() {
@@ -136,7 +137,8 @@ fn write_synced(path: &Path, data: &[u8], mode: u32) -> Result<(), OutputError> 
         .open(path)
         .map_err(io(path))?;
     // The process umask may have narrowed the mode; outputs must not depend on it.
-    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io(path))?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io(path))?;
     file.write_all(data).map_err(io(path))?;
     file.sync_all().map_err(io(path))?;
     Ok(())
@@ -151,11 +153,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out");
         write_dir(&dest, &[OutputFile::public("a", b"one".to_vec())]).unwrap();
-        let bad = [OutputFile::public("b", b"two".to_vec()), OutputFile::public("../escape", vec![])];
+        let bad = [
+            OutputFile::public("b", b"two".to_vec()),
+            OutputFile::public("../escape", vec![]),
+        ];
         assert!(write_dir(&dest, &bad).is_err());
         assert_eq!(fs::read(dest.join("a")).unwrap(), b"one");
         assert!(!dest.join("b").exists());
-        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers, vec![std::ffi::OsString::from("out")]);
     }
 

@@ -1,8 +1,6 @@
 //! The secrets store against the real consumer: the chasquid-util we ship.
 //!
-//! Tests that run chasquid-util need `MAILBAKE_TEST_CHASQUID_BIN_DIR` (the directory holding
-//! the pinned chasquid-util); they fail, rather than skip, when it is missing, so a CI that
-//! forgot it cannot pass silently.
+//! chasquid-util comes from the pinned package (see `common::chasquid_bin_dir`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -18,20 +16,10 @@ use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
 
 const DOMAIN: &str = "example.com";
 
+mod common;
+
 fn chasquid_util() -> PathBuf {
-    let Some(dir) = std::env::var_os("MAILBAKE_TEST_CHASQUID_BIN_DIR") else {
-        panic!(
-            "MAILBAKE_TEST_CHASQUID_BIN_DIR is not set: point it at the directory holding the \
-             pinned chasquid-util (the extracted chasquid package's usr/bin)"
-        );
-    };
-    let bin = PathBuf::from(dir).join("chasquid-util");
-    assert!(
-        bin.is_file(),
-        "{} does not exist: MAILBAKE_TEST_CHASQUID_BIN_DIR must hold chasquid-util",
-        bin.display()
-    );
-    bin
+    common::chasquid_util()
 }
 
 fn run_chasquid_util(config_dir: &Path, args: &[&str]) -> Output {

@@ -130,7 +130,10 @@ fn file_name(path: &Path) -> Result<String, LayerError> {
 
 /// Renders `layer` for the site described by `context` (see [`super::context`]); returns the
 /// output paths and entries in path order.
-pub fn render(layer: &Layer, context: &serde_json::Value) -> Result<Vec<(String, Entry)>, LayerError> {
+pub fn render(
+    layer: &Layer,
+    context: &serde_json::Value,
+) -> Result<Vec<(String, Entry)>, LayerError> {
     let mut env = Environment::new();
     // A typo in a template must fail the build, not render an empty string into a config.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -147,7 +150,11 @@ pub fn render(layer: &Layer, context: &serde_json::Value) -> Result<Vec<(String,
     while let Some((dir, rel)) = stack.pop() {
         for child in sorted_children(&dir)? {
             let name = file_name(&child)?;
-            let child_rel = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+            let child_rel = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
             if child_rel == DESCRIPTOR {
                 continue;
             }
@@ -157,21 +164,31 @@ pub fn render(layer: &Layer, context: &serde_json::Value) -> Result<Vec<(String,
                 continue;
             }
             // One instance per domain when the path has a `[domain]` segment, else one.
-            let instances: Vec<(String, Option<&serde_json::Value>)> = if child_rel.split('/').any(|s| s == PER_DOMAIN) {
-                domains
-                    .iter()
-                    .map(|d| {
-                        let name = d.get("name").and_then(|n| n.as_str()).unwrap_or_default();
-                        (child_rel.split('/').map(|s| if s == PER_DOMAIN { name } else { s }).collect::<Vec<_>>().join("/"), Some(d))
-                    })
-                    .collect()
-            } else {
-                vec![(child_rel.clone(), None)]
-            };
+            let instances: Vec<(String, Option<&serde_json::Value>)> =
+                if child_rel.split('/').any(|s| s == PER_DOMAIN) {
+                    domains
+                        .iter()
+                        .map(|d| {
+                            let name = d.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+                            (
+                                child_rel
+                                    .split('/')
+                                    .map(|s| if s == PER_DOMAIN { name } else { s })
+                                    .collect::<Vec<_>>()
+                                    .join("/"),
+                                Some(d),
+                            )
+                        })
+                        .collect()
+                } else {
+                    vec![(child_rel.clone(), None)]
+                };
             for (path, domain) in instances {
                 let entry = if meta.file_type().is_symlink() {
                     let target = fs::read_link(&child).map_err(io(&child))?;
-                    let target = target.to_str().ok_or_else(|| LayerError::NotUtf8 { path: child.clone() })?;
+                    let target = target.to_str().ok_or_else(|| LayerError::NotUtf8 {
+                        path: child.clone(),
+                    })?;
                     Some((path, Content::Symlink(target.to_string()), 0o777))
                 } else if meta.is_file() {
                     let executable = meta.permissions().mode() & 0o111 != 0;
@@ -183,15 +200,26 @@ pub fn render(layer: &Layer, context: &serde_json::Value) -> Result<Vec<(String,
                             if let (Some(map), Some(domain)) = (ctx.as_object_mut(), domain) {
                                 map.insert("domain".into(), domain.clone());
                             }
-                            let rendered = env
-                                .render_str(&source, &ctx)
-                                .map_err(|source| LayerError::Template { path: child.clone(), source })?;
-                            (!rendered.trim().is_empty()).then(|| (stem.to_string(), Content::File(rendered.into_bytes()), mode))
+                            let rendered = env.render_str(&source, &ctx).map_err(|source| {
+                                LayerError::Template {
+                                    path: child.clone(),
+                                    source,
+                                }
+                            })?;
+                            (!rendered.trim().is_empty()).then(|| {
+                                (stem.to_string(), Content::File(rendered.into_bytes()), mode)
+                            })
                         }
-                        None => Some((path, Content::File(fs::read(&child).map_err(io(&child))?), mode)),
+                        None => Some((
+                            path,
+                            Content::File(fs::read(&child).map_err(io(&child))?),
+                            mode,
+                        )),
                     }
                 } else {
-                    return Err(LayerError::Special { path: child.clone() });
+                    return Err(LayerError::Special {
+                        path: child.clone(),
+                    });
                 };
                 if let Some((path, content, mode)) = entry {
                     out.push((

@@ -26,12 +26,18 @@ pub enum OverlayError {
     Layer(#[from] layers::LayerError),
     #[error(transparent)]
     Tree(#[from] TreeError),
-    #[error("layer `{layer}` needs package `{package}`, which is not in the lock file; add it there (name, version, architecture, sha256)")]
+    #[error(
+        "layer `{layer}` needs package `{package}`, which is not in the lock file; add it there (name, version, architecture, sha256)"
+    )]
     MissingPackage { layer: String, package: String },
 }
 
 /// Builds the overlay tree for `site` from the layers under `layers_dir`.
-pub fn build(site: &Site, layers_dir: &Path, packages: &[PackagePayload]) -> Result<Tree, OverlayError> {
+pub fn build(
+    site: &Site,
+    layers_dir: &Path,
+    packages: &[PackagePayload],
+) -> Result<Tree, OverlayError> {
     let layers = layers::discover(layers_dir)?;
     let mut tree = Tree::default();
 
@@ -39,9 +45,11 @@ pub fn build(site: &Site, layers_dir: &Path, packages: &[PackagePayload]) -> Res
     let mut wanted: Vec<&PackagePayload> = Vec::new();
     for layer in &layers {
         for name in &layer.spec.packages {
-            let payload = packages.iter().find(|p| &p.name == name).ok_or_else(|| OverlayError::MissingPackage {
-                layer: layer.name.clone(),
-                package: name.clone(),
+            let payload = packages.iter().find(|p| &p.name == name).ok_or_else(|| {
+                OverlayError::MissingPackage {
+                    layer: layer.name.clone(),
+                    package: name.clone(),
+                }
             })?;
             if !wanted.iter().any(|p| p.name == payload.name) {
                 wanted.push(payload);
@@ -58,11 +66,16 @@ pub fn build(site: &Site, layers_dir: &Path, packages: &[PackagePayload]) -> Res
     for layer in &layers {
         for (path, entry) in layers::render(layer, &context)? {
             // A layer replaces package files, never another layer's.
-            let from_package = tree.get(&path).is_some_and(|e| e.origin.starts_with("package "));
-            let rule = if from_package { OnExisting::Replace } else { OnExisting::Refuse };
+            let from_package = tree
+                .get(&path)
+                .is_some_and(|e| e.origin.starts_with("package "));
+            let rule = if from_package {
+                OnExisting::Replace
+            } else {
+                OnExisting::Refuse
+            };
             tree.insert(&path, entry, rule)?;
         }
     }
     Ok(tree)
 }
-

@@ -37,7 +37,9 @@ impl Entry {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
-    #[error("`{path}` from {origin} cannot be placed: `{parent}` is not a directory (it comes from {parent_origin})")]
+    #[error(
+        "`{path}` from {origin} cannot be placed: `{parent}` is not a directory (it comes from {parent_origin})"
+    )]
     ParentNotDir {
         path: String,
         origin: String,
@@ -89,11 +91,18 @@ impl Tree {
 
     /// Adds `entry` at `path` (relative, `/`-separated), creating missing parent directories.
     /// Directories merge; anything else follows `on_existing`.
-    pub fn insert(&mut self, path: &str, entry: Entry, on_existing: OnExisting) -> Result<(), TreeError> {
+    pub fn insert(
+        &mut self,
+        path: &str,
+        entry: Entry,
+        on_existing: OnExisting,
+    ) -> Result<(), TreeError> {
         let path = path.trim_end_matches('/');
         if path.is_empty()
             || path.starts_with('/')
-            || path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..")
+            || path
+                .split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
         {
             return Err(TreeError::BadPath {
                 path: path.to_string(),
@@ -101,14 +110,20 @@ impl Tree {
             });
         }
         let mut parent = String::new();
-        for segment in path.split('/').collect::<Vec<_>>().split_last().map_or(&[][..], |(_, init)| init) {
+        for segment in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map_or(&[][..], |(_, init)| init)
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
             parent.push_str(segment);
             match self.entries.get(&parent) {
                 None => {
-                    self.entries.insert(parent.clone(), Entry::dir(&entry.origin));
+                    self.entries
+                        .insert(parent.clone(), Entry::dir(&entry.origin));
                 }
                 Some(existing) if existing.content == Content::Dir => {}
                 Some(existing) => {
@@ -165,27 +180,50 @@ mod tests {
     #[test]
     fn parents_are_created_and_sorted_first() {
         let mut t = Tree::default();
-        t.insert("etc/chasquid/chasquid.conf", file("x", "layer a"), OnExisting::Refuse).unwrap();
-        t.insert("etc-x", file("y", "layer a"), OnExisting::Refuse).unwrap();
+        t.insert(
+            "etc/chasquid/chasquid.conf",
+            file("x", "layer a"),
+            OnExisting::Refuse,
+        )
+        .unwrap();
+        t.insert("etc-x", file("y", "layer a"), OnExisting::Refuse)
+            .unwrap();
         let paths: Vec<&str> = t.entries().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(paths, ["etc", "etc-x", "etc/chasquid", "etc/chasquid/chasquid.conf"]);
+        assert_eq!(
+            paths,
+            ["etc", "etc-x", "etc/chasquid", "etc/chasquid/chasquid.conf"]
+        );
     }
 
     #[test]
     fn layers_replace_package_files_but_not_each_other() {
         let mut t = Tree::default();
-        t.insert("etc/a", file("pkg", "package p"), OnExisting::Replace).unwrap();
-        t.insert("etc/a", file("layer", "layer l"), OnExisting::Replace).unwrap();
-        assert_eq!(t.get("etc/a").unwrap().content, Content::File(b"layer".to_vec()));
-        let err = t.insert("etc/a", file("again", "layer m"), OnExisting::Refuse).unwrap_err();
+        t.insert("etc/a", file("pkg", "package p"), OnExisting::Replace)
+            .unwrap();
+        t.insert("etc/a", file("layer", "layer l"), OnExisting::Replace)
+            .unwrap();
+        assert_eq!(
+            t.get("etc/a").unwrap().content,
+            Content::File(b"layer".to_vec())
+        );
+        let err = t
+            .insert("etc/a", file("again", "layer m"), OnExisting::Refuse)
+            .unwrap_err();
         assert!(err.to_string().contains("layer l") && err.to_string().contains("layer m"));
     }
 
     #[test]
     fn unclean_paths_and_files_as_parents_are_refused() {
         let mut t = Tree::default();
-        assert!(t.insert("etc/../x", file("x", "l"), OnExisting::Refuse).is_err());
-        t.insert("etc/f", file("x", "l"), OnExisting::Refuse).unwrap();
-        assert!(t.insert("etc/f/g", file("x", "l"), OnExisting::Refuse).is_err());
+        assert!(
+            t.insert("etc/../x", file("x", "l"), OnExisting::Refuse)
+                .is_err()
+        );
+        t.insert("etc/f", file("x", "l"), OnExisting::Refuse)
+            .unwrap();
+        assert!(
+            t.insert("etc/f/g", file("x", "l"), OnExisting::Refuse)
+                .is_err()
+        );
     }
 }

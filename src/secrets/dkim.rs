@@ -26,12 +26,16 @@ const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112"
 
 /// Algorithms mailbake generates. RSA is what every receiver verifies; Ed25519 (RFC 8463) is
 /// small but not verified everywhere, so it is meant to be published *in addition* to RSA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Deserialize)]
 pub enum DkimAlgorithm {
     #[default]
+    #[serde(rename = "rsa-2048")]
     Rsa2048,
+    #[serde(rename = "rsa-3072")]
     Rsa3072,
+    #[serde(rename = "rsa-4096")]
     Rsa4096,
+    #[serde(rename = "ed25519")]
     Ed25519,
 }
 

@@ -88,30 +88,8 @@ fn parse_pipe(text: &str) -> Result<AliasTarget, String> {
     Ok(AliasTarget::Pipe(command.to_string()))
 }
 
-/// DKIM key algorithms chasquid signs with. RSA below 2048 bits is not offered: receivers
-/// treat it as weak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-pub enum DkimAlgorithm {
-    #[serde(rename = "rsa-2048")]
-    Rsa2048,
-    #[serde(rename = "rsa-3072")]
-    Rsa3072,
-    #[serde(rename = "rsa-4096")]
-    Rsa4096,
-    #[serde(rename = "ed25519")]
-    Ed25519,
-}
-
-impl DkimAlgorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DkimAlgorithm::Rsa2048 => "rsa-2048",
-            DkimAlgorithm::Rsa3072 => "rsa-3072",
-            DkimAlgorithm::Rsa4096 => "rsa-4096",
-            DkimAlgorithm::Ed25519 => "ed25519",
-        }
-    }
-}
+/// DKIM key algorithms: the secrets store generates keys of these kinds.
+pub use crate::secrets::DkimAlgorithm;
 
 /// The SPF `all` qualifier. `+all` is not offered: it authorizes the whole internet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
