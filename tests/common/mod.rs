@@ -80,3 +80,155 @@ pub fn mailbake_build(site: &Path, out: &Path) {
         String::from_utf8_lossy(&result.stderr)
     );
 }
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// `overlay.tar` from a build, unpacked into `root`.
+pub fn unpack_overlay(out: &Path, root: &Path) {
+    fs::create_dir_all(root).expect("mkdir root");
+    let status = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(out.join("overlay.tar"))
+        .arg("-C")
+        .arg(root)
+        .status()
+        .expect("tar runs");
+    assert!(status.success(), "unpacking overlay.tar failed");
+}
+
+/// A throw-away self-signed certificate for `name` in chasquid's layout.
+pub fn throwaway_certificate(config_dir: &Path, name: &str) {
+    let dir = config_dir.join("certs").join(name);
+    fs::create_dir_all(&dir).expect("mkdir certs");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={name}"))
+        .arg("-addext")
+        .arg(format!("subjectAltName=DNS:{name}"))
+        .arg("-keyout")
+        .arg(dir.join("privkey.pem"))
+        .arg("-out")
+        .arg(dir.join("fullchain.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success(), "openssl could not make a certificate");
+}
+
+/// The shipped chasquid running from an unpacked overlay on loopback ports; killed on drop.
+pub struct Chasquid {
+    child: std::process::Child,
+    pub smtp: u16,
+    pub submission: u16,
+    pub submission_tls: u16,
+    pub config_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Chasquid {
+    /// Starts chasquid with the configuration in `<root>/etc/chasquid` as generated, except
+    /// for what cannot be used outside a booted host: listening addresses (loopback ports
+    /// instead of systemd sockets), the greeting name, the log (a file), and `data_dir`,
+    /// which is relocated into `state` in chasquid.conf itself so chasquid-util finds the
+    /// running daemon too.
+    pub fn start(root: &Path, state: &Path, hostname: &str) -> Chasquid {
+        let config_dir = root.join("etc/chasquid");
+        let conf = config_dir.join("chasquid.conf");
+        let text = fs::read_to_string(&conf).expect("chasquid.conf");
+        assert_eq!(
+            text.matches("\ndata_dir:").count(),
+            1,
+            "chasquid.conf sets data_dir once"
+        );
+        let relocated: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("data_dir:") {
+                    format!("data_dir: {:?}", state.display().to_string())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        fs::write(&conf, relocated + "\n").expect("relocate data_dir");
+        let (smtp, submission, submission_tls) = (free_port(), free_port(), free_port());
+        let log = state.with_extension("log");
+        let overrides = format!(
+            "smtp_address: \"127.0.0.1:{smtp}\" submission_address: \"127.0.0.1:{submission}\" \
+             submission_over_tls_address: \"127.0.0.1:{submission_tls}\" hostname: \"{hostname}\" \
+             mail_log_path: \"<stderr>\""
+        );
+        let child = std::process::Command::new(chasquid())
+            .arg("-config_dir")
+            .arg(&config_dir)
+            .arg("-config_overrides")
+            .arg(overrides)
+            .arg("-alsologtostderr")
+            .stderr(fs::File::create(&log).expect("log file"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("chasquid starts");
+        let me = Chasquid {
+            child,
+            smtp,
+            submission,
+            submission_tls,
+            config_dir,
+            log,
+        };
+        me.wait_listening();
+        me
+    }
+
+    fn wait_listening(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.submission_tls)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "chasquid did not start listening; its log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs chasquid-util against this daemon's configuration.
+    pub fn util(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(chasquid_util())
+            .arg(format!("-C={}", self.config_dir.display()))
+            .args(args)
+            .output()
+            .expect("chasquid-util runs")
+    }
+}
+
+impl Drop for Chasquid {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,214 @@
+//! `mailbake build`: the overlay is byte-for-byte reproducible, and sensitive to its inputs.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `mailbake build` from `cwd` under a shell with `umask` and `TZ`, returning SHA256SUMS.
+fn build_in(cwd: &Path, umask: &str, tz: &str, out: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "build".to_string(),
+        common::example_site().display().to_string(),
+        "--out".to_string(),
+        out.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+        .arg(env!("CARGO_BIN_EXE_mailbake"))
+        .args(&args)
+        .current_dir(cwd)
+        .env("TZ", tz)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("mailbake runs");
+    assert!(
+        status.status.success(),
+        "build failed:\n{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    fs::read_to_string(out.join("SHA256SUMS")).expect("SHA256SUMS written")
+}
+
+#[test]
+fn two_builds_in_different_places_umasks_zones_and_times_are_identical() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let first = build_in(a.path(), "022", "UTC", &a.path().join("out"), &[]);
+    // A different second of wall-clock time, for any timestamp that might leak in.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = build_in(
+        b.path(),
+        "077",
+        "Pacific/Kiritimati",
+        &b.path().join("nested/out"),
+        &[],
+    );
+    assert_eq!(first, second, "SHA256SUMS differ between the two builds");
+    assert!(first.contains("  overlay.tar.gz\n") && first.contains("  MANIFEST\n"));
+
+    // The archive itself says what we promise: fixed mtimes, numeric root owners.
+    let listing = Command::new("tar")
+        .arg("-tvf")
+        .arg(a.path().join("out/overlay.tar"))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing
+            .lines()
+            .all(|l| l.contains(" 0/0 ") && l.contains("2026-01-01 00:00")),
+        "{listing}"
+    );
+    // gzip header: mtime 0 (bytes 4..8), no file name flag.
+    let gz = fs::read(a.path().join("out/overlay.tar.gz")).unwrap();
+    assert_eq!(&gz[4..8], &[0, 0, 0, 0]);
+    assert_eq!(gz[3] & 0x08, 0, "gzip header must not carry a file name");
+}
+
+#[test]
+fn source_date_epoch_sets_every_mtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    build_in(
+        dir.path(),
+        "022",
+        "UTC",
+        &out,
+        &["--source-date-epoch", "1000000000"],
+    );
+    let file = fs::File::open(out.join("overlay.tar")).unwrap();
+    let mut archive = tar::Archive::new(file);
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(
+            entry.header().mtime().unwrap(),
+            1_000_000_000,
+            "{:?}",
+            entry.path()
+        );
+    }
+}
+
+#[test]
+fn changing_one_byte_of_one_template_changes_the_overlay_and_only_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let layers = dir.path().join("layers");
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(common::repo().join("layers"))
+        .arg(&layers)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let base = build_in(
+        dir.path(),
+        "022",
+        "UTC",
+        &dir.path().join("a"),
+        &["--layers", layers.to_str().unwrap()],
+    );
+
+    let template = layers.join("chasquid/etc/chasquid/chasquid.conf.j2");
+    let mut bytes = fs::read(&template).unwrap();
+    let at = bytes
+        .iter()
+        .position(|b| *b == b'E')
+        .expect("a capital E to change");
+    bytes[at] = b'e';
+    fs::write(&template, bytes).unwrap();
+    let changed = build_in(
+        dir.path(),
+        "022",
+        "UTC",
+        &dir.path().join("b"),
+        &["--layers", layers.to_str().unwrap()],
+    );
+
+    let digest = |sums: &str, name: &str| {
+        sums.lines()
+            .find(|l| l.ends_with(&format!("  {name}")))
+            .map(|l| l[..64].to_string())
+            .unwrap()
+    };
+    assert_ne!(
+        digest(&base, "overlay.tar.gz"),
+        digest(&changed, "overlay.tar.gz")
+    );
+    let manifest_a = fs::read_to_string(dir.path().join("a/MANIFEST")).unwrap();
+    let manifest_b = fs::read_to_string(dir.path().join("b/MANIFEST")).unwrap();
+    let differing: Vec<&str> = manifest_a
+        .lines()
+        .zip(manifest_b.lines())
+        .filter(|(x, y)| x != y)
+        .map(|(x, _)| x.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(differing, ["/etc/chasquid/chasquid.conf"]);
+}
+
+#[test]
+fn the_overlay_ships_chasquid_1_15_or_newer_from_the_pinned_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    common::mailbake_build(&common::example_site(), &out);
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let unpack = Command::new("tar")
+        .arg("-xf")
+        .arg(out.join("overlay.tar"))
+        .arg("-C")
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(unpack.success());
+    let version = Command::new(root.join("usr/bin/chasquid"))
+        .arg("-version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&version.stdout).to_string()
+        + &String::from_utf8_lossy(&version.stderr);
+    let number = text.split_whitespace().nth(1).expect("chasquid <version>");
+    let mut parts = number
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap(), parts.next().unwrap());
+    assert!(
+        (major, minor) >= (1, 15),
+        "chasquid {number} is older than 1.15: {text}"
+    );
+    assert!(
+        root.join("usr/bin/lego").is_file(),
+        "lego is in the overlay"
+    );
+}
+
+#[test]
+fn a_bad_site_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("site.yaml");
+    fs::write(
+        &site,
+        fs::read_to_string(common::example_site())
+            .unwrap()
+            .replace("users: [i]", "users: [I]"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let result = Command::new(env!("CARGO_BIN_EXE_mailbake"))
+        .arg("build")
+        .arg(&site)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(result.status.code(), Some(3));
+    assert!(!out.exists());
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from("site.yaml")]);
+}
