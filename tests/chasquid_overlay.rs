@@ -33,7 +33,7 @@ fn chasquid_starts_from_the_overlay_and_resolves_the_site_aliases() {
     common::throwaway_certificate(&config_dir, "smtp.example.com");
 
     // The seed would bring the users database; make one for the site's user `i`.
-    let store = SecretStore::create(&dir.path().join("secrets")).unwrap();
+    let store = SecretStore::create(dir.path().join("secrets")).unwrap();
     store
         .add_user(
             "example.com",
