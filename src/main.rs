@@ -30,6 +30,12 @@ enum Command {
     Build(BuildArgs),
     /// Download the pinned Debian packages (packages.lock) into the cache and verify them.
     Fetch(mailbake::fetch::cli::FetchArgs),
+    /// Manage users' password hashes in the secrets store.
+    #[command(subcommand)]
+    User(mailbake::secrets::cli::UserCommand),
+    /// Manage DKIM keys in the secrets store.
+    #[command(subcommand)]
+    Dkim(mailbake::secrets::cli::DkimCommand),
 }
 
 #[derive(clap::Args)]
@@ -62,6 +68,12 @@ fn main() -> ExitCode {
         Command::Check { site } => check(&site),
         Command::Build(args) => run_build(args),
         Command::Fetch(args) => mailbake::fetch::cli::run(&args),
+        Command::User(command) => {
+            mailbake::secrets::cli::run_user(&command, &mut std::io::stdout())
+        }
+        Command::Dkim(command) => {
+            mailbake::secrets::cli::run_dkim(&command, &mut std::io::stdout())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,6 +32,7 @@
 //! - **Names are path components**, so domains, local parts and selectors are checked against a
 //!   strict ASCII subset before any path is built (no `..`, no `/`).
 
+pub mod cli;
 mod dkim;
 mod error;
 mod names;

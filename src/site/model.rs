@@ -55,6 +55,11 @@ pub struct Domain {
 pub struct Dkim {
     #[serde(default)]
     pub selectors: UniqueMap<Selector, DkimAlgorithm>,
+    /// Selectors that no longer sign but stay published in DNS, so that mail signed with them
+    /// before a rotation still verifies. Their keys stay in the secrets store and never reach
+    /// a host. Remove a selector from here to stop publishing it.
+    #[serde(default)]
+    pub retired: UniqueMap<Selector, DkimAlgorithm>,
 }
 
 /// One server.

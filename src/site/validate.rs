@@ -53,7 +53,22 @@ pub fn check(site: &Site) -> Vec<Finding> {
     check_alias_loops(site, &mut out);
     check_hosts_are_distinct(site, &mut out);
     check_spf(site, &mut out);
+    check_dkim(site, &mut out);
     out
+}
+
+fn check_dkim(site: &Site, out: &mut Vec<Finding>) {
+    for (domain, d) in site.domains.iter() {
+        for selector in d.dkim.retired.keys() {
+            if d.dkim.selectors.contains_key(selector) {
+                out.push(finding(
+                    &["domains", domain.as_str(), "dkim", "retired", selector.as_str()],
+                    format!("DKIM selector `{selector}` of {domain} is both active and retired"),
+                    Some("keep it under `selectors` while it signs, move it to `retired` after a rotation".into()),
+                ));
+            }
+        }
+    }
 }
 
 fn check_users(site: &Site, out: &mut Vec<Finding>) {

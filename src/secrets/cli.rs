@@ -1,0 +1,279 @@
+//! `mailbake user …` and `mailbake dkim …`: manage the secrets of a site's store.
+//!
+//! The site file says *who* exists (users, DKIM selectors); the store holds their secrets.
+//! These commands never edit the site file (it is the operator's, in git): when it needs a
+//! change they print exactly what to add.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use super::{SecretStore, read_password_from, read_password_twice_from_tty};
+use crate::site::{self, DomainName, LoadedSite, MailAddress};
+
+/// Where the secrets of `site` live: `--secrets` or `secrets/` beside the site file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// The site file (YAML).
+    pub site: PathBuf,
+    /// Secrets store [default: secrets/ beside the site file].
+    #[arg(long, value_name = "DIR")]
+    pub secrets: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    fn store_path(&self) -> PathBuf {
+        self.secrets
+            .clone()
+            .unwrap_or_else(|| SecretStore::default_path(&self.site))
+    }
+
+    /// Opens the store, creating it (0700) when it does not exist yet.
+    fn open_or_create(&self) -> anyhow::Result<SecretStore> {
+        let path = self.store_path();
+        Ok(if path.exists() {
+            SecretStore::open(&path)?
+        } else {
+            SecretStore::create(&path)?
+        })
+    }
+
+    fn open(&self) -> anyhow::Result<SecretStore> {
+        Ok(SecretStore::open(self.store_path())?)
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCommand {
+    /// Store a password hash for a user the site file lists (prompts twice for the password).
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The user's address, e.g. i@example.com.
+        address: String,
+        /// Read the password from standard input (one line) instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user's password hash from the store.
+    Remove {
+        #[command(flatten)]
+        store: StoreArgs,
+        address: String,
+    },
+    /// List the site's users and whether the store has a password for each.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DkimCommand {
+    /// Generate the keys of a domain's DKIM selectors that have none yet.
+    Keygen {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The mail domain.
+        domain: String,
+        /// Replace existing keys (breaks verification of mail signed with the old ones).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Start a rotation: make keys for new selectors named `<PREFIX>-…` with the same
+    /// algorithms, and print the site-file change that makes them sign while the old ones stay
+    /// published.
+    Rotate {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The mail domain.
+        domain: String,
+        /// Prefix of the new selectors, e.g. 2026b (gives 2026b-rsa, 2026b-ed).
+        #[arg(long, value_name = "PREFIX")]
+        to: String,
+    },
+}
+
+fn load(store: &StoreArgs) -> anyhow::Result<LoadedSite> {
+    Ok(site::load(&store.site)?)
+}
+
+/// Parses `address` and checks the site lists it as a user.
+fn site_user(loaded: &LoadedSite, address: &str) -> anyhow::Result<(DomainName, String)> {
+    let address = MailAddress::try_from(address).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let domain = DomainName::try_from(address.domain()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let local = address.local_part().to_string();
+    let Some(d) = loaded.site.domains.get(&domain) else {
+        bail!(
+            "{} is not a domain of {}; add it under `domains:` first",
+            domain,
+            loaded.path.display()
+        );
+    };
+    if !d.users.iter().any(|u| u.as_str() == local) {
+        bail!(
+            "{local}@{domain} is not a user in {}; add `{local}` to `domains.{domain}.users` first (the site file says who exists, the store keeps their passwords)",
+            loaded.path.display()
+        );
+    }
+    Ok((domain, local))
+}
+
+pub fn run_user(command: &UserCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            store,
+            address,
+            password_stdin,
+        } => {
+            let loaded = load(store)?;
+            let (domain, local) = site_user(&loaded, address)?;
+            let secrets = store.open_or_create()?;
+            let password = if *password_stdin {
+                read_password_from(std::io::stdin().lock())?
+            } else {
+                read_password_twice_from_tty(&format!("{local}@{domain}"))?
+            };
+            secrets.add_user(domain.as_str(), &local, &password)?;
+            writeln!(
+                out,
+                "stored a password hash for {local}@{domain} in {}",
+                secrets.root().display()
+            )?;
+        }
+        UserCommand::Remove { store, address } => {
+            let address =
+                MailAddress::try_from(address.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let secrets = store.open()?;
+            secrets.remove_user(address.domain(), address.local_part())?;
+            writeln!(out, "removed {address} from {}", secrets.root().display())?;
+        }
+        UserCommand::List { store } => {
+            let loaded = load(store)?;
+            let secrets = store.open()?;
+            for (domain, d) in loaded.site.domains.iter() {
+                let stored = secrets.list_users(domain.as_str())?;
+                for user in &d.users {
+                    let state = if stored.iter().any(|s| s == user.as_str()) {
+                        "ok"
+                    } else {
+                        "no password: run `mailbake user add`"
+                    };
+                    writeln!(out, "{user}@{domain}\t{state}")?;
+                }
+                for extra in stored
+                    .iter()
+                    .filter(|s| !d.users.iter().any(|u| u.as_str() == s.as_str()))
+                {
+                    writeln!(
+                        out,
+                        "{extra}@{domain}\tin the store but not in the site file: `mailbake user remove`"
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn run_dkim(command: &DkimCommand, out: &mut dyn Write) -> anyhow::Result<()> {
+    match command {
+        DkimCommand::Keygen {
+            store,
+            domain,
+            force,
+        } => {
+            let loaded = load(store)?;
+            let (domain, d) = site_domain(&loaded, domain)?;
+            if d.dkim.selectors.is_empty() {
+                bail!(
+                    "{domain} has no DKIM selectors in {}; add `dkim: {{ selectors: {{ 2026a-rsa: rsa-2048, 2026a-ed: ed25519 }} }}`",
+                    loaded.path.display()
+                );
+            }
+            let secrets = store.open_or_create()?;
+            for (selector, algorithm) in d.dkim.selectors.iter() {
+                let exists = secrets
+                    .list_dkim_selectors(domain.as_str())?
+                    .iter()
+                    .any(|s| s == selector.as_str());
+                if exists && !force {
+                    writeln!(out, "{selector}._domainkey.{domain}: key exists, kept")?;
+                    continue;
+                }
+                secrets.dkim_keygen(domain.as_str(), selector.as_str(), *algorithm, *force)?;
+                writeln!(
+                    out,
+                    "{selector}._domainkey.{domain}: generated {algorithm} key"
+                )?;
+            }
+            writeln!(
+                out,
+                "publish the records printed by `mailbake dns {}`",
+                store.site.display()
+            )?;
+        }
+        DkimCommand::Rotate { store, domain, to } => {
+            let loaded = load(store)?;
+            let (domain, d) = site_domain(&loaded, domain)?;
+            let secrets = store.open_or_create()?;
+            let mut new = Vec::new();
+            for (selector, algorithm) in d.dkim.selectors.iter() {
+                let suffix = match algorithm {
+                    super::DkimAlgorithm::Ed25519 => "ed",
+                    _ => "rsa",
+                };
+                let name = format!("{to}-{suffix}");
+                site::Selector::try_from(name.as_str())
+                    .map_err(|e| anyhow::anyhow!("--to {to}: {e}"))?;
+                if d.dkim
+                    .selectors
+                    .keys()
+                    .chain(d.dkim.retired.keys())
+                    .any(|s| s.as_str() == name)
+                {
+                    bail!("selector {name} is already in the site file; pick another --to prefix");
+                }
+                secrets
+                    .dkim_keygen(domain.as_str(), &name, *algorithm, false)
+                    .with_context(|| {
+                        format!("generating the key for {name} (replacing {selector})")
+                    })?;
+                new.push((name, *algorithm));
+            }
+            writeln!(
+                out,
+                "generated keys for the new selectors; now change {} to:",
+                loaded.path.display()
+            )?;
+            writeln!(out, "    dkim:\n      selectors:")?;
+            for (name, algorithm) in &new {
+                writeln!(out, "        {name}: {algorithm}")?;
+            }
+            writeln!(out, "      retired:")?;
+            for (name, algorithm) in d.dkim.selectors.iter().chain(d.dkim.retired.iter()) {
+                writeln!(out, "        {name}: {algorithm}")?;
+            }
+            writeln!(
+                out,
+                "publish the new records (`mailbake dns`), wait for DNS, rebuild and reseed; remove the retired selectors a few days later"
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn site_domain<'a>(
+    loaded: &'a LoadedSite,
+    domain: &str,
+) -> anyhow::Result<(DomainName, &'a site::Domain)> {
+    let name = DomainName::try_from(domain).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let d = loaded.site.domains.get(&name).with_context(|| {
+        format!(
+            "{name} is not a domain of {}",
+            Path::new(&loaded.path).display()
+        )
+    })?;
+    Ok((name, d))
+}
