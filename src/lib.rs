@@ -2,3 +2,6 @@
 //! DNS records from one site file.
 //!
 //! Each module is one pipeline stage; the [`site::Site`] model is the only thing they share.
+
+pub mod boot;
+pub mod image;
