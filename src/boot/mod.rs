@@ -163,7 +163,8 @@ impl Vm {
         File::create(&serial_log).map_err(io_err(&serial_log))?;
 
         let forwards = host_ports(opts)?;
-        let mut netdev = String::from("user,id=net0,ipv6=on");
+        // Both named: naming only `ipv6=on` makes QEMU turn IPv4 off (no DHCP lease, no forwards).
+        let mut netdev = String::from("user,id=net0,ipv4=on,ipv6=on");
         for (guest, host) in &forwards {
             netdev.push_str(&format!(
                 ",hostfwd=tcp:{}:{}-:{guest}",
