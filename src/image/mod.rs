@@ -11,6 +11,18 @@
 //! 4. `qemu-img convert` to uncompressed qcow2 (the VPS provider rejects compressed qcow2).
 //!
 //! Everything happens in a temp dir next to the output, renamed into place only on success.
+//!
+//! Same code for both bases. What differs between the Debian 12 test base
+//! (qemu-tests/base/build.sh) and Ubuntu 22.04's `…-root.tar.xz`: compression (plain vs xz,
+//! detected by magic), kernel flavour (`vmlinuz-6.1.0-*-amd64` vs `vmlinuz-5.15.0-*-generic`;
+//! the newest with an initrd is chosen, and a base without `/boot/initrd.img-*` is refused), the
+//! GRUB package that ships `/usr/lib/grub/i386-pc` (grub-pc-bin vs grub-pc). The root label is
+//! Ubuntu's own `cloudimg-rootfs`, so Ubuntu's fstab and ours agree.
+//!
+//! Reproducibility: identical inputs give identical bytes (checked by tests/image.rs across
+//! umask, TZ, directory and wall-clock time). Identifiers are derived from the input digests,
+//! mke2fs gets a private config, a fixed hash seed and `E2FSPROGS_FAKE_TIME`, and the inode
+//! ctimes that mke2fs 1.47.0 copies from the extracted tree are rewritten by [`ext4`].
 
 pub mod cli;
 pub mod disk;
