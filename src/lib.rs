@@ -3,8 +3,10 @@
 //!
 //! Each module is one pipeline stage; the [`site::Site`] model is the only thing they share.
 
+pub mod boot;
 pub mod build;
 pub mod fetch;
+pub mod image;
 pub mod output;
 pub mod overlay;
 pub mod secrets;

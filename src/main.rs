@@ -30,6 +30,10 @@ enum Command {
     Build(BuildArgs),
     /// Download the pinned Debian packages (packages.lock) into the cache and verify them.
     Fetch(mailbake::fetch::cli::FetchArgs),
+    /// Build a bootable disk image: pinned base root tarball + overlay.
+    Image(mailbake::image::cli::ImageArgs),
+    /// Boot a disk image in QEMU with the mail and SSH ports forwarded to loopback.
+    Boot(mailbake::boot::cli::BootArgs),
     /// Manage users' password hashes in the secrets store.
     #[command(subcommand)]
     User(mailbake::secrets::cli::UserCommand),
@@ -68,6 +72,8 @@ fn main() -> ExitCode {
         Command::Check { site } => check(&site),
         Command::Build(args) => run_build(args),
         Command::Fetch(args) => mailbake::fetch::cli::run(&args),
+        Command::Image(args) => mailbake::image::cli::run(args),
+        Command::Boot(args) => mailbake::boot::cli::run(args),
         Command::User(command) => {
             mailbake::secrets::cli::run_user(&command, &mut std::io::stdout())
         }

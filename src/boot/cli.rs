@@ -1,0 +1,103 @@
+//! `mailbake boot`: start a guest, report the forwarded ports and readiness, keep it running
+//! until Ctrl-C or `--timeout`, then stop it cleanly.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::{Accel, Vm, VmOptions};
+
+/// Boot a disk image in QEMU (SeaBIOS → GRUB → Linux) with the mail and SSH ports forwarded
+/// to 127.0.0.1.
+#[derive(Debug, clap::Args)]
+pub struct BootArgs {
+    /// Disk image (qcow2 or raw) from `mailbake image`
+    #[arg(long, value_name = "X.qcow2")]
+    pub image: PathBuf,
+    /// NoCloud seed image (vfat or ISO labelled cidata)
+    #[arg(long, value_name = "seed.img")]
+    pub seed: Option<PathBuf>,
+    /// CPU emulation; kvm is opt-in (nested guests hang on some hosts)
+    #[arg(long, value_enum, default_value = "tcg")]
+    pub accel: Accel,
+    /// Guest memory in MiB
+    #[arg(long, default_value_t = 1024)]
+    pub memory: u32,
+    /// Write the serial console here (default: a temp file, shown on failure)
+    #[arg(long, value_name = "FILE")]
+    pub serial_log: Option<PathBuf>,
+    /// Stop after this many seconds; failing if SMTP was not ready by then
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Host ports PORT.. for guest ports 25, 465, 587, 22 (default: free ports)
+    #[arg(long, value_name = "PORT")]
+    pub forward_base: Option<u16>,
+    /// Write guest changes into the image instead of a throw-away overlay
+    #[arg(long)]
+    pub persistent: bool,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+pub fn run(args: BootArgs) -> anyhow::Result<()> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let mut opts = VmOptions::new(&args.image);
+    opts.seed = args.seed;
+    opts.accel = args.accel;
+    opts.memory_mib = args.memory;
+    opts.serial_log = args.serial_log;
+    opts.forward_base = args.forward_base;
+    opts.snapshot = !args.persistent;
+    let start = Instant::now();
+    let deadline = args.timeout.map(|s| start + Duration::from_secs(s));
+    let mut vm = Vm::start(&opts).with_context(|| format!("booting {}", args.image.display()))?;
+    for (guest, host) in vm.forwards() {
+        eprintln!("forward: guest port {guest:>3} -> {host}");
+    }
+    eprintln!("serial console: {}", vm.serial_log().display());
+
+    // Poll SMTP in short slices so Ctrl-C and the deadline are noticed promptly.
+    let mut ready = false;
+    while !STOP.load(Ordering::SeqCst) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        if !ready {
+            match vm.wait_for_smtp(Duration::from_secs(1)) {
+                Ok((t, banner)) => {
+                    ready = true;
+                    eprintln!("SMTP ready after {:.1} s: {banner}", t.as_secs_f64());
+                    eprintln!("running; Ctrl-C stops the guest");
+                }
+                Err(super::BootError::Timeout { .. }) => {}
+                Err(e) => return Err(e).context("waiting for SMTP"),
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(200));
+            if !vm.is_running() {
+                eprintln!("guest stopped");
+                return Ok(());
+            }
+        }
+    }
+    eprintln!("stopping QEMU");
+    vm.shutdown().context("stopping QEMU")?;
+    if !ready {
+        bail!(
+            "SMTP on guest port 25 did not answer with 220 within {:.0} s; serial console: {}",
+            start.elapsed().as_secs_f64(),
+            vm.serial_log().display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! The `image` stage: base root tarball (pinned by digest) ⊕ overlay tarball ⇒ a BIOS-bootable
+//! disk (MBR, one ext4 partition, GRUB) as raw or qcow2.
+//!
+//! Pipeline, each step a function of its inputs only:
+//! 1. [`digest`] the base and compare with the pinned digest *before* anything is written;
+//! 2. [`rootfs`]: extract base then overlay into one tree (overlay wins), add `/etc/fstab`, GRUB's
+//!    config and modules, and fix every timestamp;
+//! 3. [`disk`]: MBR + ext4 written straight into the partition by `mke2fs -d`, inode times
+//!    normalised by [`ext4`], GRUB boot sector and core image written by hand (no loop device,
+//!    mount or grub-install, so it runs unprivileged of devices and in containers);
+//! 4. `qemu-img convert` to uncompressed qcow2 (the VPS provider rejects compressed qcow2).
+//!
+//! Everything happens in a temp dir next to the output, renamed into place only on success.
+//!
+//! Same code for both bases. What differs between the Debian 12 test base
+//! (qemu-tests/base/build.sh) and Ubuntu 22.04's `…-root.tar.xz`: compression (plain vs xz,
+//! detected by magic), kernel flavour (`vmlinuz-6.1.0-*-amd64` vs `vmlinuz-5.15.0-*-generic`;
+//! the newest with an initrd is chosen, and a base without `/boot/initrd.img-*` is refused), the
+//! GRUB package that ships `/usr/lib/grub/i386-pc` (grub-pc-bin vs grub-pc). The root label is
+//! Ubuntu's own `cloudimg-rootfs`, so Ubuntu's fstab and ours agree.
+//!
+//! Reproducibility: identical inputs give identical bytes (checked by tests/image.rs across
+//! umask, TZ, directory and wall-clock time). Identifiers are derived from the input digests,
+//! mke2fs gets a private config, a fixed hash seed and `E2FSPROGS_FAKE_TIME`, and the inode
+//! ctimes that mke2fs 1.47.0 copies from the extracted tree are rewritten by [`ext4`].
+
+pub mod cli;
+pub mod disk;
+pub mod ext4;
+pub mod rootfs;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// SOURCE_DATE_EPOCH used when the environment sets none (2023-11-14T22:13:20Z): any fixed
+/// value works, it only has to be the same for every build.
+pub const DEFAULT_SOURCE_DATE_EPOCH: i64 = 1_700_000_000;
+
+/// Filesystem label of the root partition. Ubuntu's cloud images use this label and their
+/// `/etc/fstab` names the root by it, so the same image layout serves both bases.
+pub const ROOT_LABEL: &str = "cloudimg-rootfs";
+
+/// Where the root partition starts: sector 2048 (1 MiB), the usual alignment, which leaves
+/// sectors 1..2047 free for GRUB's core image.
+pub const PARTITION_START_SECTOR: u64 = 2048;
+
+/// Output container format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// QEMU copy-on-write v3, uncompressed (what Contabo accepts for custom images).
+    Qcow2,
+    /// Plain disk bytes.
+    Raw,
+}
+
+/// Inputs of [`build`].
+#[derive(Debug, Clone)]
+pub struct ImageOptions {
+    /// Base root filesystem tarball (plain, gzip, xz or zstd).
+    pub base: PathBuf,
+    /// Expected sha256 of the base file as stored (hex).
+    pub base_sha256: String,
+    /// Overlay tarball (plain or gzip) made by `mailbake build`.
+    pub overlay: PathBuf,
+    /// Output file; replaced atomically.
+    pub out: PathBuf,
+    pub format: Format,
+    /// Disk size in bytes (whole disk, partition table included).
+    pub size: u64,
+    /// Clamp for every mtime in the image and the time mke2fs records.
+    pub source_date_epoch: i64,
+}
+
+/// What [`build`] produced.
+#[derive(Debug, Clone)]
+pub struct ImageReport {
+    pub path: PathBuf,
+    /// Size of the output file in bytes.
+    pub size: u64,
+    pub sha256: String,
+    pub elapsed: Duration,
+    /// Kernel version GRUB boots (from the base's `/boot/vmlinuz-*`).
+    pub kernel: String,
+}
+
+/// Everything that can go wrong in the image stage.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "base {path}: sha256 mismatch\n  expected {expected}\n  actual   {actual}\n  \
+         fix: pin the digest of the tarball you mean to use, or fetch the one that was pinned"
+    )]
+    DigestMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("--base-sha256 {0:?} is not 64 hex digits")]
+    BadDigest(String),
+    #[error(
+        "the image stage must run as root (euid {0}): extraction has to record real file \
+         ownership (root, _apt, systemd users) and create device nodes before mke2fs copies the \
+         tree; run it with sudo or in a root container"
+    )]
+    NotRoot(u32),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{archive}: entry {entry}: {reason}")]
+    Archive {
+        archive: PathBuf,
+        entry: String,
+        reason: String,
+    },
+    #[error(
+        "base {0}: no /boot/vmlinuz-* with a matching /boot/initrd.img-*: the base must ship a kernel and initrd (linux-image-* package)"
+    )]
+    NoKernel(PathBuf),
+    #[error(
+        "base {0}: no /usr/lib/grub/i386-pc (boot.img, kernel.img, *.mod): install grub-pc-bin (Debian) or grub-pc (Ubuntu) in the base"
+    )]
+    NoGrub(PathBuf),
+    #[error("`{command}` failed ({status}): {stderr}\n  fix: {fix}")]
+    Tool {
+        command: String,
+        status: String,
+        stderr: String,
+        fix: String,
+    },
+    #[error("{0}")]
+    Ext4(String),
+}
+
+impl ImageError {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ImageError {
+        let path = path.into();
+        move |source| ImageError::Io { path, source }
+    }
+}
+
+/// Prints a progress line on stderr with the time since `start`.
+pub(crate) fn progress(start: Instant, msg: impl AsRef<str>) {
+    eprintln!("[{:>6.1}s] {}", start.elapsed().as_secs_f64(), msg.as_ref());
+}
+
+/// sha256 of a file, streamed.
+pub fn digest(path: &Path) -> Result<String, ImageError> {
+    let mut f = File::open(path).map_err(ImageError::io(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(ImageError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Parses sizes such as `3G`, `512M`, `2048K` or plain bytes (binary units).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("{s:?}: unknown unit {c:?}; use K, M, G or T")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: not a size; examples: 3G, 2560M"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}
+
+/// Runs a tool, turning a non-zero exit into [`ImageError::Tool`] with its stderr and a fix.
+pub(crate) fn run_tool(cmd: &mut Command, fix: &str) -> Result<Vec<u8>, ImageError> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().map_err(|e| ImageError::Tool {
+        command: shown.clone(),
+        status: "could not start".into(),
+        stderr: e.to_string(),
+        fix: fix.into(),
+    })?;
+    if !out.status.success() {
+        return Err(ImageError::Tool {
+            command: shown,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            fix: fix.into(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// Derives 16 stable bytes for a purpose (filesystem UUID, htree hash seed, MBR id) from the
+/// two input digests, so the same inputs give the same identifiers and different inputs
+/// different ones.
+pub(crate) fn derive_id(base_sha: &str, overlay_sha: &str, purpose: &str) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(b"mailbake-image\0");
+    h.update(purpose.as_bytes());
+    h.update(b"\0");
+    h.update(base_sha.as_bytes());
+    h.update(b"\0");
+    h.update(overlay_sha.as_bytes());
+    let d = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&d[..16]);
+    // Mark it as a random (version 4, RFC 4122 variant) UUID so tools treat it as well formed.
+    id[6] = (id[6] & 0x0f) | 0x40;
+    id[8] = (id[8] & 0x3f) | 0x80;
+    id
+}
+
+/// Formats 16 bytes as a UUID string.
+pub(crate) fn uuid_string(b: &[u8; 16]) -> String {
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// Builds the image. See the module documentation for the steps.
+pub fn build(opts: &ImageOptions) -> Result<ImageReport, ImageError> {
+    let start = Instant::now();
+    let expected = opts.base_sha256.trim().to_ascii_lowercase();
+    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ImageError::BadDigest(opts.base_sha256.clone()));
+    }
+    progress(
+        start,
+        format!("verifying sha256 of {}", opts.base.display()),
+    );
+    let actual = digest(&opts.base)?;
+    if actual != expected {
+        return Err(ImageError::DigestMismatch {
+            path: opts.base.clone(),
+            expected,
+            actual,
+        });
+    }
+    // Checked after the digest so a wrong pin is reported even when not root.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(ImageError::NotRoot(euid));
+    }
+    let overlay_sha = digest(&opts.overlay)?;
+    progress(
+        start,
+        format!("base ok ({actual}); overlay sha256 {overlay_sha}"),
+    );
+
+    let out_dir = match opts.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // Next to the output so the final rename stays on one filesystem.
+    let work = tempfile::Builder::new()
+        .prefix(".mailbake-image-")
+        .tempdir_in(&out_dir)
+        .map_err(ImageError::io(&out_dir))?;
+    let tree = work.path().join("root");
+
+    let sde = opts.source_date_epoch;
+    let mut merged = rootfs::Tree::new(&tree, sde)?;
+    progress(start, "extracting base");
+    merged.extract(&opts.base)?;
+    progress(start, "extracting overlay (its entries win)");
+    merged.extract(&opts.overlay)?;
+    let boot = merged.add_boot_files(ROOT_LABEL)?;
+    merged.finish()?;
+    progress(
+        start,
+        format!(
+            "tree ready: kernel {}, GRUB modules from the base",
+            boot.kernel
+        ),
+    );
+
+    let raw = work.path().join("disk.raw");
+    let ids = disk::Ids {
+        fs_uuid: derive_id(&actual, &overlay_sha, "fs-uuid"),
+        hash_seed: derive_id(&actual, &overlay_sha, "hash-seed"),
+        disk_id: {
+            let d = derive_id(&actual, &overlay_sha, "mbr-id");
+            u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+        },
+    };
+    disk::build_raw(&tree, &raw, opts.size, ROOT_LABEL, &ids, sde, start)?;
+    // The tree is no longer needed; free its space before the conversion copies the disk.
+    std::fs::remove_dir_all(&tree).map_err(ImageError::io(&tree))?;
+
+    let staged = match opts.format {
+        Format::Raw => raw,
+        Format::Qcow2 => {
+            progress(start, "converting to qcow2 (uncompressed)");
+            let q = work.path().join("disk.qcow2");
+            run_tool(
+                Command::new("qemu-img")
+                    .args(["convert", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1"])
+                    .arg(&raw)
+                    .arg(&q),
+                "install qemu-utils (qemu-img)",
+            )?;
+            q
+        }
+    };
+    std::fs::rename(&staged, &opts.out).map_err(ImageError::io(&opts.out))?;
+    let sha256 = digest(&opts.out)?;
+    let size = std::fs::metadata(&opts.out)
+        .map_err(ImageError::io(&opts.out))?
+        .len();
+    progress(start, format!("wrote {}", opts.out.display()));
+    Ok(ImageReport {
+        path: opts.out.clone(),
+        size,
+        sha256,
+        elapsed: start.elapsed(),
+        kernel: boot.kernel,
+    })
+}
