@@ -277,3 +277,17 @@ fn the_cli_exits_3_with_a_snippet_for_an_invalid_site_and_0_for_the_example() {
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.yaml"));
 }
+
+#[test]
+fn the_reference_in_docs_site_md_is_a_valid_site() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/site.md"))
+        .unwrap();
+    let start = doc.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let len = doc[start..].find("```").expect("end of the yaml block");
+    let site = mailbake::site::parse(Path::new("docs/site.md"), &doc[start..start + len])
+        .unwrap_or_else(|e| panic!("docs/site.md's reference does not validate:\n{e}"));
+    assert!(
+        site.tls.acme.is_some(),
+        "the reference documents every section"
+    );
+}
