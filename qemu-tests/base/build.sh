@@ -14,7 +14,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 suite=bookworm
-mirror=${MAILBAKE_DEBIAN_MIRROR:-http://mirror.example/debian}
+# mmdebstrap's own default mirror unless MAILBAKE_DEBIAN_MIRROR names one.
+mirror=${MAILBAKE_DEBIAN_MIRROR:-}
 # Fixed so that two builds of the same package set give the same mtimes in the tarball.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 
@@ -78,7 +79,7 @@ mmdebstrap \
     --customize-hook=': > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id"' \
     --customize-hook='printf "%s\n" localhost > "$1/etc/hostname"' \
     --customize-hook='rm -f "$1/etc/apt/apt.conf.d/99mmdebstrap"; rm -rf "$1"/var/lib/apt/lists/*' \
-    "$suite" "$tmp" "deb $mirror $suite main" >&2
+    "$suite" "$tmp" ${mirror:+"deb $mirror $suite main"} >&2
 
 mv -f "$tmp" "$out"
 trap - EXIT

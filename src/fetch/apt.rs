@@ -28,6 +28,7 @@ pub const NATIVE_ARCH: &str = "amd64";
 /// apt's private state for one cache.
 pub struct AptState {
     dir: PathBuf,
+    mirror: String,
     architectures: Vec<String>,
     /// Held for as long as this value lives: apt's own locks are off (`Debug::NoLocking`,
     /// because they live in host paths), so this keeps two mailbake runs sharing a cache
@@ -39,7 +40,7 @@ impl AptState {
     /// Creates `dir` with a sources.list for the lock's archive, an empty dpkg status (so
     /// the host's installed packages never influence what apt picks) and the directories apt
     /// expects, then takes the state lock.
-    pub fn prepare(dir: &Path, lock: &Lock) -> Result<AptState, FetchError> {
+    pub fn prepare(dir: &Path, lock: &Lock, mirror: &str) -> Result<AptState, FetchError> {
         if !Path::new(DEBIAN_KEYRING).exists() {
             return Err(FetchError::KeyringMissing {
                 path: DEBIAN_KEYRING.into(),
@@ -74,7 +75,7 @@ impl AptState {
              # indexes (AppStream, Contents) the host's apt.conf.d enables.\n\
              deb [arch={} target=Packages signed-by={DEBIAN_KEYRING}] {} {} {}\n",
             architectures.join(","),
-            a.mirror,
+            mirror,
             a.suite,
             a.component
         );
@@ -85,6 +86,7 @@ impl AptState {
         std::fs::write(&status, "").map_err(io_err(&status))?;
         Ok(AptState {
             dir: dir.to_owned(),
+            mirror: mirror.to_string(),
             architectures,
             _lock: lock_file,
         })
@@ -166,7 +168,7 @@ impl AptState {
             return Err(FetchError::NotInArchive {
                 package: pkg.label(),
                 suite: lock.archive.suite.clone(),
-                mirror: lock.archive.mirror.clone(),
+                mirror: self.mirror.clone(),
                 apt_message: tail(&out.stderr),
                 available: self.available(pkg),
             });

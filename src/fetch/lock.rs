@@ -24,9 +24,10 @@ pub struct Lock {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveSource {
-    /// Base URL of the Debian mirror, e.g. `http://mirror.example/debian`.
-    #[serde(deserialize_with = "mirror_url")]
-    pub mirror: String,
+    /// Base URL of a Debian mirror. Optional: by default the mirror this host's apt already
+    /// uses for Debian (see [`super::mirror`]).
+    #[serde(default, deserialize_with = "mirror_url")]
+    pub mirror: Option<String>,
     /// Suite (codename), e.g. `trixie`.
     #[serde(deserialize_with = "source_word")]
     pub suite: String,
@@ -315,7 +316,7 @@ fn source_word<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     )
 }
 
-fn mirror_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+fn mirror_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     checked(
         d,
         "mirror",
@@ -324,8 +325,9 @@ fn mirror_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
                 && s.bytes()
                     .all(|b| b.is_ascii_graphic() && !b"[]#".contains(&b))
         },
-        "an http:// or https:// URL without spaces, e.g. http://mirror.example/debian",
+        "an http:// or https:// URL without spaces, ending in the archive's path (…/debian)",
     )
+    .map(Some)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod cli;
 pub mod deb;
 pub mod lock;
+pub mod mirror;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,6 +26,15 @@ pub use lock::{ArchiveSource, Lock, LockError, PinnedPackage, Sha256Digest};
 pub enum FetchError {
     #[error(transparent)]
     Lock(#[from] LockError),
+
+    #[error(
+        "no Debian mirror to fetch from: this host's apt sources name none; set \
+         MAILBAKE_DEBIAN_MIRROR to the URL of a Debian archive mirror, or `archive.mirror` in packages.lock"
+    )]
+    NoMirror,
+
+    #[error("{origin}: `{url}` is not an http:// or https:// URL of a Debian mirror")]
+    BadMirror { origin: String, url: String },
 
     #[error(
         "no cache directory: set MAILBAKE_CACHE (or XDG_CACHE_HOME or HOME), or pass --cache DIR"
@@ -175,10 +185,11 @@ pub fn fetch_all(
     }
 
     if !missing.is_empty() {
-        let state = apt::AptState::prepare(&cache.apt_dir(), lock)?;
+        let mirror = mirror::resolve(lock.archive.mirror.as_deref())?;
+        let state = apt::AptState::prepare(&cache.apt_dir(), lock, &mirror)?;
         say(format!(
-            "updating package lists for {} {} from {}",
-            lock.archive.suite, lock.archive.component, lock.archive.mirror
+            "updating package lists for {} {} from {mirror}",
+            lock.archive.suite, lock.archive.component
         ));
         state.update()?;
         for i in missing {
