@@ -7,6 +7,14 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::names::{DnsName, LocalPart, MailAddress};
 
+/// A string or a list of strings, for keys where both read naturally.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// Where an alias delivers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AliasTarget {
@@ -35,12 +43,6 @@ pub struct AliasTargets(pub Vec<AliasTarget>);
 
 impl<'de> Deserialize<'de> for AliasTargets {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(String),
-            Many(Vec<String>),
-        }
         let raw = OneOrMany::deserialize(d).map_err(|_| {
             de::Error::custom(
                 "expected an address, a comma-separated string of addresses, or a list of them",
@@ -231,12 +233,6 @@ pub struct ReportUris(pub Vec<MailAddress>);
 
 impl<'de> Deserialize<'de> for ReportUris {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany {
-            One(String),
-            Many(Vec<String>),
-        }
         let raw = OneOrMany::deserialize(d)
             .map_err(|_| de::Error::custom("expected a `mailto:` URI or a list of them"))?;
         let uris = match raw {

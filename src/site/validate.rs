@@ -108,19 +108,30 @@ fn resolves_locally(site: &Site, domain: &DomainName, local: &str) -> bool {
     })
 }
 
+/// The site address an alias target names (`i` in `domain`, or `x@other-site-domain`), or
+/// None for remote mailboxes and pipes.
+fn site_local_target(
+    site: &Site,
+    domain: &DomainName,
+    target: &AliasTarget,
+) -> Option<(DomainName, String)> {
+    match target {
+        AliasTarget::Local(l) => Some((domain.clone(), l.as_str().to_string())),
+        AliasTarget::Address(a) => DomainName::try_from(a.domain())
+            .ok()
+            .filter(|d| site.domains.contains_key(d))
+            .map(|d| (d, a.local_part().to_string())),
+        AliasTarget::Pipe(_) => None,
+    }
+}
+
 fn check_alias_targets(site: &Site, out: &mut Vec<Finding>) {
     for (domain, d) in site.domains.iter() {
         for (alias, targets) in d.aliases.iter() {
             for target in &targets.0 {
-                let (target_domain, local) = match target {
-                    AliasTarget::Local(l) => (domain.clone(), l.as_str().to_string()),
-                    AliasTarget::Address(a) => match DomainName::try_from(a.domain()) {
-                        Ok(td) if site.domains.contains_key(&td) => {
-                            (td, a.local_part().to_string())
-                        }
-                        _ => continue, // a remote mailbox: nothing to check offline
-                    },
-                    AliasTarget::Pipe(_) => continue,
+                // Remote mailboxes and pipes: nothing to check offline.
+                let Some((target_domain, local)) = site_local_target(site, domain, target) else {
+                    continue;
                 };
                 if !resolves_locally(site, &target_domain, &local) {
                     out.push(finding(
@@ -148,15 +159,8 @@ fn alias_graph(site: &Site) -> BTreeMap<Node, Vec<Node>> {
             let from = (domain.clone(), alias.as_str().to_string());
             let edges = graph.entry(from).or_default();
             for target in &targets.0 {
-                let (td, local) = match target {
-                    AliasTarget::Local(l) => (domain.clone(), l.as_str().to_string()),
-                    AliasTarget::Address(a) => match DomainName::try_from(a.domain()) {
-                        Ok(td) if site.domains.contains_key(&td) => {
-                            (td, a.local_part().to_string())
-                        }
-                        _ => continue,
-                    },
-                    AliasTarget::Pipe(_) => continue,
+                let Some((td, local)) = site_local_target(site, domain, target) else {
+                    continue;
                 };
                 let Some(target_domain) = site.domains.get(&td) else {
                     continue;
