@@ -24,7 +24,7 @@ pub mod table;
 pub mod zone;
 
 pub use records::{
-    DkimLookup, MtaStsPolicy, Options, Record, RecordData, RecordSet, ZoneKind, records,
+    DkimLookup, MtaStsPolicy, Options, Record, RecordData, RecordSet, Warning, ZoneKind, records,
     reverse_name,
 };
 
@@ -104,5 +104,8 @@ pub fn build_outputs(loaded: &LoadedSite) -> Result<(Vec<OutputFile>, Vec<String
             policy.text.clone().into_bytes(),
         ));
     }
-    Ok((files, set.warnings.clone()))
+    Ok((
+        files,
+        set.warnings.iter().map(|w| w.message.clone()).collect(),
+    ))
 }

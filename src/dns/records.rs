@@ -94,7 +94,20 @@ pub struct RecordSet {
     pub records: Vec<Record>,
     pub mta_sts: Vec<MtaStsPolicy>,
     /// Records left out and why (only with [`DkimLookup::SkipMissing`]).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
+}
+
+/// A record that could not be produced, and the zone it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub zone: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl RecordSet {
@@ -189,9 +202,12 @@ pub fn records(site: &Site, opts: &Options) -> Result<RecordSet, DnsError> {
             let name = format!("{selector}._domainkey.{domain}");
             match dkim_value(opts.dkim, domain, selector.as_str())? {
                 Some(value) => out.push(record(name, RecordData::Txt(value), zone, fwd, None)),
-                None => set.warnings.push(format!(
+                None => set.warnings.push(Warning {
+                    zone: zone.to_string(),
+                    message: format!(
                     "{name}: left out, no DKIM key for selector `{selector}` of {domain} in the secrets store; generate it with `mailbake dkim keygen SITE {domain}`"
-                )),
+                    ),
+                }),
             }
         }
         if let Some(dmarc) = &d.dmarc {
@@ -625,5 +641,23 @@ hosts:
         )
         .unwrap_err();
         assert!(err.to_string().contains("mx1, mx2"), "{err}");
+    }
+
+    #[test]
+    fn missing_keys_are_skipped_with_a_warning_only_when_asked() {
+        let s = site(
+            "site: s\ndomains:\n  example.com:\n    dkim: { selectors: { a: ed25519 } }\nhosts:\n  mx1: { fqdn: mx1.example.com, ipv4: 192.0.2.1 }\n",
+        );
+        let set = all(&s);
+        assert!(set.records.iter().all(|r| !r.name.contains("_domainkey")));
+        assert_eq!(set.warnings.len(), 1);
+        assert_eq!(set.warnings[0].zone, "example.com");
+        assert!(
+            set.warnings[0]
+                .message
+                .contains("mailbake dkim keygen SITE example.com"),
+            "{}",
+            set.warnings[0]
+        );
     }
 }

@@ -63,7 +63,7 @@ pub fn render(set: &RecordSet) -> String {
                 w2 = widths[2],
             ));
         }
-        for warning in set.warnings.iter().filter(|w| warning_zone(w, zone)) {
+        for warning in set.warnings.iter().filter(|w| w.zone == zone) {
             out.push_str(&format!("WARNING: {warning}\n"));
         }
         for r in records.iter().filter(|r| r.note.is_some()) {
@@ -105,11 +105,6 @@ pub fn relative(name: &str, zone: &str) -> String {
             .unwrap_or(name)
             .to_string()
     }
-}
-
-fn warning_zone(warning: &str, zone: &str) -> bool {
-    let name = warning.split(':').next().unwrap_or("");
-    name == zone || name.ends_with(&format!(".{zone}"))
 }
 
 #[cfg(test)]
