@@ -7,10 +7,8 @@
 //! attempt to look that domain up goes to the system resolver and fails.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use mailbake::secrets::{Password, SecretStore};
 
@@ -25,45 +23,6 @@ fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
         Ok(v) => v,
         Err(e) => panic!("{e}"),
     }
-}
-
-/// Kills chasquid when the test ends, however it ends, and shows its log on failure.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- chasquid log ---\n{}",
-                fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-/// A port that was free a moment ago (the kernel picks it; chasquid binds it next).
-fn free_port() -> u16 {
-    let listener = ok(TcpListener::bind("127.0.0.1:0"));
-    ok(listener.local_addr()).port()
-}
-
-fn wait_for_port(port: u16, daemon: &mut Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("chasquid exited early with {status}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("chasquid did not listen on 127.0.0.1:{port} within 30 s");
 }
 
 fn write(path: &Path, bytes: &[u8]) {
@@ -186,9 +145,7 @@ fn chasquid_signatures_verify_against_published_records() {
         "the build writes the DNS records too"
     );
     let root = tmp.path().join("root");
-    ok(fs::create_dir_all(&root));
-    let mut archive = tar::Archive::new(ok(fs::File::open(out.join("overlay.tar"))));
-    ok(archive.unpack(&root));
+    common::unpack_overlay(&out, &root);
     let config = root.join("etc/chasquid");
     assert!(
         config.join("chasquid.conf").is_file(),
@@ -206,28 +163,7 @@ fn chasquid_signatures_verify_against_published_records() {
             key.pem().as_bytes(),
         );
     }
-    let certs = config.join("certs/localhost");
-    ok(fs::create_dir_all(&certs));
-    let openssl = ok(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(certs.join("privkey.pem"))
-        .arg("-out")
-        .arg(certs.join("fullchain.pem"))
-        .output());
-    assert!(
-        openssl.status.success(),
-        "{}",
-        String::from_utf8_lossy(&openssl.stderr)
-    );
+    common::throwaway_certificate(&config, "localhost");
 
     // The records a verifier will see, exactly as `mailbake dns` prints them.
     let dns = ok(Command::new(env!("CARGO_BIN_EXE_mailbake"))
@@ -244,36 +180,17 @@ fn chasquid_signatures_verify_against_published_records() {
     let records_path = tmp.path().join("records.json");
     write(&records_path, &dns.stdout);
 
+    // Loopback ports, data_dir in the temp dir, killed when `daemon` is dropped.
     let data_dir = tmp.path().join("data");
     ok(fs::create_dir_all(&data_dir));
-    let (smtp, submission, submission_tls) = (free_port(), free_port(), free_port());
-    let overrides = format!(
-        "smtp_address: \"127.0.0.1:{smtp}\" \
-         submission_address: \"127.0.0.1:{submission}\" \
-         submission_over_tls_address: \"127.0.0.1:{submission_tls}\" \
-         data_dir: \"{}\" mail_log_path: \"<stderr>\" hostname: \"smtp.example.com\"",
-        data_dir.display()
-    );
-    let log = tmp.path().join("chasquid.log");
-    let log_file = ok(fs::File::create(&log));
-    let child = ok(Command::new(common::chasquid())
-        .arg("-config_dir")
-        .arg(&config)
-        .arg("-config_overrides")
-        .arg(&overrides)
-        .stdin(Stdio::null())
-        .stdout(ok(log_file.try_clone()))
-        .stderr(log_file)
-        .spawn());
-    let mut daemon = Daemon { child, log };
-    wait_for_port(submission, &mut daemon);
+    let daemon = common::Chasquid::start(&root, &data_dir, "smtp.example.com");
 
     let script = tmp.path().join("verify.py");
     write(&script, VERIFY_PY.as_bytes());
     // dkimpy is installed for the system Python, not for whatever `python3` is first in PATH.
     let verify = ok(Command::new("/usr/bin/python3")
         .arg(&script)
-        .arg(submission.to_string())
+        .arg(daemon.submission.to_string())
         .arg(format!("{USER}@{DOMAIN}"))
         .arg(PASSWORD)
         .arg(&records_path)
@@ -281,9 +198,10 @@ fn chasquid_signatures_verify_against_published_records() {
         .output());
     assert!(
         verify.status.success(),
-        "verifier failed:\n{}{}",
+        "verifier failed:\n{}{}\n--- chasquid log ---\n{}",
         String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
+        String::from_utf8_lossy(&verify.stderr),
+        daemon.log_text()
     );
     let report: serde_json::Value = ok(serde_json::from_slice(&verify.stdout));
     let mut seen: Vec<(String, String)> = report["signatures"]
