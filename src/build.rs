@@ -62,11 +62,12 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
         tar_gz.len()
     );
 
-    let files = vec![
+    let mut files = vec![
         OutputFile::public("overlay.tar", tar),
         OutputFile::public("overlay.tar.gz", tar_gz),
         OutputFile::public("MANIFEST", manifest.into_bytes()),
     ];
+    files.extend(dns_outputs(&loaded, progress)?);
     output::write_dir(&opts.out, &files)?;
     let report = BuildReport {
         files: files
@@ -82,6 +83,20 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
         started.elapsed().as_secs_f64()
     );
     Ok(report)
+}
+
+/// The `dns/` files: zone fragments, records.json, the registrar table, MTA-STS policies.
+/// DKIM records whose keys are not in the secrets store yet are left out, with a warning.
+fn dns_outputs(
+    loaded: &site::LoadedSite,
+    progress: &mut dyn Write,
+) -> anyhow::Result<Vec<OutputFile>> {
+    let (files, warnings) =
+        crate::dns::build_outputs(loaded).context("writing the DNS records (dns/)")?;
+    for warning in warnings {
+        let _ = writeln!(progress, "warning: dns: {warning}");
+    }
+    Ok(files)
 }
 
 /// Fetches (or finds in the cache) every pinned package and reads its payload.

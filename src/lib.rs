@@ -5,6 +5,7 @@
 
 pub mod boot;
 pub mod build;
+pub mod dns;
 pub mod fetch;
 pub mod image;
 pub mod output;

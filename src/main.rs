@@ -40,6 +40,9 @@ enum Command {
     /// Manage DKIM keys in the secrets store.
     #[command(subcommand)]
     Dkim(mailbake::secrets::cli::DkimCommand),
+    /// Print the DNS records the site needs: MX, A/AAAA, PTR, SPF, DKIM, DMARC (and MTA-STS,
+    /// TLS-RPT when enabled), as zone-file fragments, a registrar table or JSON.
+    Dns(mailbake::dns::cli::DnsArgs),
 }
 
 #[derive(clap::Args)]
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Dkim(command) => {
             mailbake::secrets::cli::run_dkim(&command, &mut std::io::stdout())
         }
+        Command::Dns(args) => mailbake::dns::cli::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

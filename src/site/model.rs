@@ -10,7 +10,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::names::{AliasName, DomainName, HostName, LocalPart, MailAddress, Selector, SiteName};
 use super::net::{Ipv4Config, Ipv6Config};
-use super::policy::{AliasTargets, DkimAlgorithm, Dmarc, Spf};
+use super::policy::{AliasTargets, DkimAlgorithm, Dmarc, ReportUris, Spf};
 
 /// A whole site: the mail domains it serves and the hosts that serve them.
 #[derive(Clone, Debug, Deserialize)]
@@ -46,6 +46,77 @@ pub struct Domain {
     pub spf: Spf,
     #[serde(default)]
     pub dmarc: Option<Dmarc>,
+    /// MTA-STS (RFC 8461): when present, `mailbake dns` publishes `_mta-sts.<domain>` and the
+    /// policy that must be served at `https://mta-sts.<domain>/.well-known/mta-sts.txt`.
+    /// Absent means the domain does not use MTA-STS.
+    #[serde(default)]
+    pub mta_sts: Option<MtaSts>,
+    /// SMTP TLS reporting (RFC 8460): when present, `mailbake dns` publishes
+    /// `_smtp._tls.<domain>` asking senders to report TLS failures to `rua`.
+    #[serde(default)]
+    pub tls_rpt: Option<TlsRpt>,
+}
+
+/// A domain's MTA-STS policy. Its `mx:` lines are the site's host names, so senders that
+/// honour the policy refuse to deliver to any other server (or over plain text, in `enforce`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtaSts {
+    /// Start with `testing`: senders only report failures. Switch to `enforce` once the TLS
+    /// reports are clean, because an enforced policy with a broken certificate stops mail.
+    #[serde(default)]
+    pub mode: MtaStsMode,
+    /// How long senders cache the policy, in seconds (RFC 8461 allows at most 31557600).
+    #[serde(
+        default = "default_mta_sts_max_age",
+        deserialize_with = "mta_sts_max_age"
+    )]
+    pub max_age: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MtaStsMode {
+    #[default]
+    Testing,
+    Enforce,
+    None,
+}
+
+impl MtaStsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtaStsMode::Testing => "testing",
+            MtaStsMode::Enforce => "enforce",
+            MtaStsMode::None => "none",
+        }
+    }
+}
+
+/// One week: long enough to protect against a downgrade between a sender's visits, short
+/// enough that a mistake in the policy does not linger for months.
+fn default_mta_sts_max_age() -> u32 {
+    604_800
+}
+
+fn mta_sts_max_age<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    const MAX: u64 = 31_557_600;
+    let n = u64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| u64::from(*n) <= MAX)
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "max_age {n} is too long; MTA-STS allows at most {MAX} seconds (one year)"
+            ))
+        })
+}
+
+/// Where senders send SMTP TLS reports (`mailto:` URIs).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsRpt {
+    pub rua: ReportUris,
 }
 
 /// DKIM selectors of a domain and the algorithm of each one's key. chasquid signs with every

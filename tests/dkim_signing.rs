@@ -1,0 +1,243 @@
+//! DKIM end to end: the overlay's chasquid configuration, the secrets store's keys and users,
+//! the shipped chasquid, and the records `mailbake dns` prints must fit together so that a
+//! verifier (dkimpy) that knows only those records accepts both signatures (RSA and Ed25519).
+//!
+//! All traffic is on 127.0.0.1. The recipient's domain does not resolve, so chasquid keeps
+//! the signed message in its queue (temporary failure), where the test reads it; its single
+//! attempt to look that domain up goes to the system resolver and fails.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use mailbake::secrets::{Password, SecretStore};
+
+mod common;
+
+const DOMAIN: &str = "example.com";
+const USER: &str = "i";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    if let Some(parent) = path.parent() {
+        ok(fs::create_dir_all(parent));
+    }
+    ok(fs::write(path, bytes));
+}
+
+/// Submits one message with smtplib, reads it back from chasquid's queue and verifies every
+/// DKIM-Signature with dkimpy, answering its DNS queries from `mailbake dns --format json`.
+const VERIFY_PY: &str = r#"
+import codecs, glob, json, smtplib, ssl, sys, time
+import dkim
+
+port, user, password, records_path, queue_dir = sys.argv[1:6]
+port = int(port)
+records = json.load(open(records_path))
+txt = {r["name"]: r["value"] for r in records if r["type"] == "TXT"}
+
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE  # the throw-away certificate; TLS is only needed for AUTH
+msg = (
+    "From: I <i@example.com>\r\n"
+    "To: someone@gmail.invalid\r\n"
+    "Subject: DKIM end to end\r\n"
+    "Date: Sat, 28 Nov 2026 06:00:00 +0000\r\n"
+    "Message-ID: <dkim-e2e@example.com>\r\n"
+    "\r\n"
+    "Signed by chasquid, checked against mailbake's records.\r\n"
+)
+with smtplib.SMTP("127.0.0.1", port, local_hostname="client.invalid", timeout=30) as s:
+    s.starttls(context=ctx)
+    s.login(user, password)
+    refused = s.sendmail("i@example.com", ["someone@gmail.invalid"], msg)
+    assert not refused, refused
+
+deadline = time.time() + 20
+files = []
+while time.time() < deadline and not files:
+    files = glob.glob(queue_dir + "/m:*")
+    time.sleep(0.1)
+assert len(files) == 1, "expected one queued message, found %r" % files
+
+# chasquid's queue item is a text protobuf; `data` holds the message as an escaped string.
+data = None
+for line in open(files[0], "rb").read().split(b"\n"):
+    if line.startswith(b"data:"):
+        literal = line.split(b":", 1)[1].strip()
+        assert literal.startswith(b'"') and literal.endswith(b'"'), literal[:40]
+        data = codecs.escape_decode(literal[1:-1])[0]
+assert data is not None, "no data field in the queue item"
+message = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+asked = []
+def dnsfunc(name, timeout=5):
+    key = name.decode().rstrip(".")
+    asked.append(key)
+    value = txt.get(key)
+    return value.encode() if value is not None else None
+
+d = dkim.DKIM(message)
+headers = [v for (k, v) in d.headers if k.lower() == b"dkim-signature"]
+results = []
+for idx, sig in enumerate(headers):
+    tags = dict(
+        t.strip().split(b"=", 1) for t in sig.replace(b"\r\n", b"").split(b";") if b"=" in t
+    )
+    verified = dkim.DKIM(message).verify(idx=idx, dnsfunc=dnsfunc)
+    # A tampered body must fail with the same records: the check is not vacuous.
+    tampered = message.replace(b"checked against", b"CHECKED AGAINST")
+    try:
+        forged = dkim.DKIM(tampered).verify(idx=idx, dnsfunc=dnsfunc)
+    except dkim.ValidationError:
+        forged = False
+    results.append({
+        "s": tags[b"s"].strip().decode(),
+        "a": tags[b"a"].strip().decode(),
+        "d": tags[b"d"].strip().decode(),
+        "verified": bool(verified),
+        "tampered_verified": bool(forged),
+    })
+print(json.dumps({"signatures": results, "asked": sorted(set(asked))}))
+"#;
+
+#[test]
+fn chasquid_signatures_verify_against_published_records() {
+    let tmp = ok(tempfile::tempdir());
+    let site = common::example_site();
+    let loaded = ok(mailbake::site::load(&site));
+    let Some((_, domain)) = loaded
+        .site
+        .domains
+        .iter()
+        .find(|(d, _)| d.as_str() == DOMAIN)
+    else {
+        panic!("the example site has no {DOMAIN}");
+    };
+    let selectors: Vec<String> = domain
+        .dkim
+        .selectors
+        .keys()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(selectors.len(), 2, "the example signs with RSA and Ed25519");
+
+    // The test's own secrets: a user to authenticate as and a key per selector.
+    let store = ok(SecretStore::create(tmp.path().join("secrets")));
+    ok(store.add_user(DOMAIN, USER, &ok(Password::new(PASSWORD.to_string()))));
+    for (selector, algorithm) in domain.dkim.selectors.iter() {
+        ok(store.dkim_keygen(DOMAIN, selector.as_str(), *algorithm, false));
+    }
+
+    // The overlay as built for the example, unpacked as the image would have it.
+    let out = tmp.path().join("out");
+    common::mailbake_build(&site, &out);
+    assert!(
+        out.join("dns/example.com.zone").is_file() && out.join("dns/records.json").is_file(),
+        "the build writes the DNS records too"
+    );
+    let root = tmp.path().join("root");
+    common::unpack_overlay(&out, &root);
+    let config = root.join("etc/chasquid");
+    assert!(
+        config.join("chasquid.conf").is_file(),
+        "overlay has chasquid.conf"
+    );
+
+    // What the seed adds on a real host: users, DKIM keys, a certificate.
+    let domain_dir = config.join("domains").join(DOMAIN);
+    let users = ok(store.user_db_bytes(DOMAIN)).unwrap_or_default();
+    write(&domain_dir.join("users"), &users);
+    for selector in &selectors {
+        let key = ok(store.dkim_key(DOMAIN, selector));
+        write(
+            &domain_dir.join(format!("dkim:{selector}.pem")),
+            key.pem().as_bytes(),
+        );
+    }
+    common::throwaway_certificate(&config, "localhost");
+
+    // The records a verifier will see, exactly as `mailbake dns` prints them.
+    let dns = ok(Command::new(env!("CARGO_BIN_EXE_mailbake"))
+        .arg("dns")
+        .arg(&site)
+        .args(["--format", "json", "--secrets"])
+        .arg(store.root())
+        .output());
+    assert!(
+        dns.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dns.stderr)
+    );
+    let records_path = tmp.path().join("records.json");
+    write(&records_path, &dns.stdout);
+
+    // Loopback ports, data_dir in the temp dir, killed when `daemon` is dropped.
+    let data_dir = tmp.path().join("data");
+    ok(fs::create_dir_all(&data_dir));
+    let daemon = common::Chasquid::start(&root, &data_dir, "smtp.example.com");
+
+    let script = tmp.path().join("verify.py");
+    write(&script, VERIFY_PY.as_bytes());
+    // dkimpy is installed for the system Python, not for whatever `python3` is first in PATH.
+    let verify = ok(Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(daemon.submission.to_string())
+        .arg(format!("{USER}@{DOMAIN}"))
+        .arg(PASSWORD)
+        .arg(&records_path)
+        .arg(data_dir.join("queue"))
+        .output());
+    assert!(
+        verify.status.success(),
+        "verifier failed:\n{}{}\n--- chasquid log ---\n{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr),
+        daemon.log_text()
+    );
+    let report: serde_json::Value = ok(serde_json::from_slice(&verify.stdout));
+    let mut seen: Vec<(String, String)> = report["signatures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|sig| {
+            assert_eq!(sig["d"], DOMAIN, "{sig}");
+            assert_eq!(sig["verified"], true, "signature does not verify: {sig}");
+            assert_eq!(
+                sig["tampered_verified"], false,
+                "tampered message verified: {sig}"
+            );
+            (
+                sig["s"].as_str().unwrap_or("").to_string(),
+                sig["a"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("2026a-ed".to_string(), "ed25519-sha256".to_string()),
+            ("2026a-rsa".to_string(), "rsa-sha256".to_string()),
+        ],
+        "{report}"
+    );
+    assert_eq!(
+        report["asked"],
+        serde_json::json!([
+            "2026a-ed._domainkey.example.com",
+            "2026a-rsa._domainkey.example.com"
+        ]),
+        "{report}"
+    );
+    drop(daemon);
+}
