@@ -147,7 +147,8 @@ impl Chasquid {
     /// for what cannot be used outside a booted host: listening addresses (loopback ports
     /// instead of systemd sockets), the greeting name, the log (a file), and `data_dir`,
     /// which is relocated into `state` in chasquid.conf itself so chasquid-util finds the
-    /// running daemon too.
+    /// running daemon too. Local delivery goes to a program that always defers, so accepted mail
+    /// stays in the queue for the test to read and nothing is delivered anywhere.
     pub fn start(root: &Path, state: &Path, hostname: &str) -> Chasquid {
         let config_dir = root.join("etc/chasquid");
         let conf = config_dir.join("chasquid.conf");
@@ -171,10 +172,15 @@ impl Chasquid {
         fs::write(&conf, relocated + "\n").expect("relocate data_dir");
         let (smtp, submission, submission_tls) = (free_port(), free_port(), free_port());
         let log = state.with_extension("log");
+        // Local delivery always fails temporarily (EX_TEMPFAIL), so accepted mail stays queued.
+        let mda = state.with_extension("mda");
+        fs::write(&mda, "#!/bin/sh\ncat > /dev/null\nexit 75\n").expect("write the test MDA");
+        fs::set_permissions(&mda, fs::Permissions::from_mode(0o755)).expect("chmod the test MDA");
         let overrides = format!(
             "smtp_address: \"127.0.0.1:{smtp}\" submission_address: \"127.0.0.1:{submission}\" \
              submission_over_tls_address: \"127.0.0.1:{submission_tls}\" hostname: \"{hostname}\" \
-             mail_log_path: \"<stderr>\""
+             mail_log_path: \"<stderr>\" mail_delivery_agent_bin: \"{}\"",
+            mda.display()
         );
         let child = std::process::Command::new(chasquid())
             .arg("-config_dir")
