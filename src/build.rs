@@ -14,6 +14,7 @@ use crate::fetch::{self, Cache, Lock};
 use crate::output::{self, OutputFile};
 use crate::overlay::tree::{Content, Entry};
 use crate::overlay::{self, PackagePayload, archive};
+use crate::seed;
 use crate::site;
 
 /// SOURCE_DATE_EPOCH used when none is given: 2026-01-01T00:00:00Z. Fixed, so that a build
@@ -27,6 +28,9 @@ pub struct BuildOptions {
     pub lock: PathBuf,
     pub cache: Option<PathBuf>,
     pub layers: PathBuf,
+    /// The secrets store the seeds copy users, DKIM keys and credentials from
+    /// (usually [`crate::secrets::SecretStore::default_path`] of the site file).
+    pub secrets: PathBuf,
     pub source_date_epoch: u64,
 }
 
@@ -48,6 +52,16 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
         loaded.site.hosts.len()
     );
 
+    // Seeds first: a missing secret is the likeliest failure and costs nothing to find,
+    // while the overlay means reading and compressing tens of megabytes.
+    let seeds = seed::build(&loaded.site, &opts.site, &opts.secrets)?;
+    let _ = writeln!(
+        progress,
+        "seeds: {} host(s), secrets from {}",
+        seeds.len(),
+        opts.secrets.display()
+    );
+
     let packages = load_packages(&opts.lock, opts.cache.as_deref(), progress)?;
     let tree = overlay::build(&loaded.site, &opts.layers, &packages)
         .with_context(|| format!("rendering the layers in {}", opts.layers.display()))?;
@@ -62,11 +76,12 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
         tar_gz.len()
     );
 
-    let files = vec![
+    let mut files = vec![
         OutputFile::public("overlay.tar", tar),
         OutputFile::public("overlay.tar.gz", tar_gz),
         OutputFile::public("MANIFEST", manifest.into_bytes()),
     ];
+    files.extend(seed::output_files(&seeds));
     output::write_dir(&opts.out, &files)?;
     let report = BuildReport {
         files: files
