@@ -103,6 +103,10 @@ mod tests {
             .unwrap();
         assert_eq!(got, b"#cloud-config\n");
         let other = build(&[("user-data", b"#cloud-config\n#2\n")]).unwrap();
-        assert_ne!(build(&files).unwrap()[..512], other[..512], "serial follows content");
+        assert_ne!(
+            build(&files).unwrap()[..512],
+            other[..512],
+            "serial follows content"
+        );
     }
 }

@@ -109,7 +109,9 @@ pub enum SeedError {
         what: &'static str,
     },
 
-    #[error("{path} does not look like {what} (no `{marker}` PEM block)\n  fix: supply {what} in PEM format")]
+    #[error(
+        "{path} does not look like {what} (no `{marker}` PEM block)\n  fix: supply {what} in PEM format"
+    )]
     BadTlsFile {
         path: PathBuf,
         what: &'static str,
@@ -322,27 +324,33 @@ pub fn collect(site: &Site, site_path: &Path, secrets: &Path) -> Result<Material
                 path: path.clone(),
             })?;
         check_env_file(&bytes, &path)?;
-        files.push(StagedFile::root_only("/etc/mailbake/acme.env".into(), bytes.to_vec()));
+        files.push(StagedFile::root_only(
+            "/etc/mailbake/acme.env".into(),
+            bytes.to_vec(),
+        ));
     }
 
     let tls = if site.tls.files {
         let read = |name: &str, what: &'static str, marker: &'static str| {
             let path = secrets.join(name);
-            let bytes = store
-                .read_secret(name)
-                .map_err(store_err)?
-                .ok_or_else(|| SeedError::MissingTlsFile {
+            let bytes = store.read_secret(name).map_err(store_err)?.ok_or_else(|| {
+                SeedError::MissingTlsFile {
                     site: site_path.to_path_buf(),
                     path: path.clone(),
                     what,
-                })?;
+                }
+            })?;
             if !String::from_utf8_lossy(&bytes).contains(marker) {
                 return Err(SeedError::BadTlsFile { path, what, marker });
             }
             Ok(bytes.to_vec())
         };
         Some((
-            read(TLS_FULLCHAIN, "certificate chain", "-----BEGIN CERTIFICATE-----")?,
+            read(
+                TLS_FULLCHAIN,
+                "certificate chain",
+                "-----BEGIN CERTIFICATE-----",
+            )?,
             read(TLS_PRIVKEY, "private key", "PRIVATE KEY-----")?,
         ))
     } else {
@@ -364,9 +372,7 @@ fn check_env_file(bytes: &[u8], path: &Path) -> Result<(), SeedError> {
         let name = line.split('=').next().unwrap_or("");
         let name_ok = line.contains('=')
             && !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !name_ok {
             return Err(SeedError::BadAcmeEnv {

@@ -109,7 +109,9 @@ pub fn render(site: &Site, name: &HostName, host: &Host, material: &Material) ->
         "# mailbake seed of host {name} ({fqdn}), site {}. SECRET: it carries password hashes",
         site.site.as_str()
     );
-    y.push_str("# and private keys; keep it like one. Files are staged under /run/mailbake/seed/ and\n");
+    y.push_str(
+        "# and private keys; keep it like one. Files are staged under /run/mailbake/seed/ and\n",
+    );
     y.push_str("# installed by the image's mailbake-apply-seed.service (see docs/seed.md).\n");
 
     // chasquid greets with the system hostname; it must be the fqdn the PTR records name.
@@ -137,7 +139,11 @@ pub fn render(site: &Site, name: &HostName, host: &Host, material: &Material) ->
     y.push_str("ssh_pwauth: false\n");
 
     y.push_str("write_files:\n");
-    write_file(&mut y, &format!("{STAGE_DIR}/manifest"), manifest(&dirs, &files).as_bytes());
+    write_file(
+        &mut y,
+        &format!("{STAGE_DIR}/manifest"),
+        manifest(&dirs, &files).as_bytes(),
+    );
     for f in &files {
         write_file(&mut y, &format!("{STAGE_DIR}/files{}", f.path), &f.data);
     }
@@ -182,7 +188,9 @@ fn literal_text(data: &[u8]) -> Option<&str> {
     let ok = !body.ends_with('\n')
         && !first.is_empty()
         && !first.starts_with([' ', '\t'])
-        && body.lines().all(|l| !l.chars().all(|c| c == ' ' || c == '\t') || l.is_empty())
+        && body
+            .lines()
+            .all(|l| !l.chars().all(|c| c == ' ' || c == '\t') || l.is_empty())
         && body.chars().all(|c| {
             c == '\n'
                 || c == '\t'
@@ -202,7 +210,10 @@ mod tests {
 
     #[test]
     fn literal_blocks_only_when_they_round_trip() {
-        assert!(literal_text(b"-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n").is_some());
+        assert!(
+            literal_text(b"-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n")
+                .is_some()
+        );
         assert!(literal_text(b"users: {\n  key: \"i\"\n}\n").is_some());
         for bad in [
             &b""[..],
@@ -234,7 +245,9 @@ mod tests {
             let entry = &doc["write_files"][0];
             let content = entry["content"].as_str().unwrap();
             let bytes = if entry["encoding"] == "b64" {
-                base64::engine::general_purpose::STANDARD.decode(content).unwrap()
+                base64::engine::general_purpose::STANDARD
+                    .decode(content)
+                    .unwrap()
             } else {
                 content.as_bytes().to_vec()
             };
