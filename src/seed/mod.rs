@@ -75,14 +75,13 @@ pub enum SeedError {
     },
 
     #[error(
-        "DKIM selector {selector} of {domain} is declared as {declared} in {site} but the key in {path} is {actual}\n  fix: correct the algorithm in the site file, or generate a new key under a new selector"
+        "DKIM selector {selector} of {domain} is declared as {declared} in the site file but the key in {path} is {actual}\n  fix: correct `domains.{domain}.dkim.selectors.{selector}` in the site file, or generate a new key under a new selector"
     )]
     DkimMismatch {
         domain: String,
         selector: String,
-        declared: String,
+        declared: &'static str,
         actual: String,
-        site: PathBuf,
         path: PathBuf,
     },
 
@@ -300,9 +299,8 @@ pub fn collect(site: &Site, site_path: &Path, secrets: &Path) -> Result<Material
                 return Err(SeedError::DkimMismatch {
                     domain: domain.to_string(),
                     selector: selector.to_string(),
-                    declared: algorithm.as_str().to_string(),
+                    declared: algorithm.as_str(),
                     actual,
-                    site: site_path.to_path_buf(),
                     path,
                 });
             }
