@@ -14,6 +14,7 @@ use crate::fetch::{self, Cache, Lock};
 use crate::output::{self, OutputFile};
 use crate::overlay::tree::{Content, Entry};
 use crate::overlay::{self, PackagePayload, archive};
+use crate::seed;
 use crate::site;
 
 /// SOURCE_DATE_EPOCH used when none is given: 2026-01-01T00:00:00Z. Fixed, so that a build
@@ -27,6 +28,9 @@ pub struct BuildOptions {
     pub lock: PathBuf,
     pub cache: Option<PathBuf>,
     pub layers: PathBuf,
+    /// The secrets store the seeds copy users, DKIM keys and credentials from
+    /// (usually [`crate::secrets::SecretStore::default_path`] of the site file).
+    pub secrets: PathBuf,
     pub source_date_epoch: u64,
 }
 
@@ -48,6 +52,16 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
         loaded.site.hosts.len()
     );
 
+    // Seeds first: a missing secret is the likeliest failure and costs nothing to find,
+    // while the overlay means reading and compressing tens of megabytes.
+    let seeds = seed::build(&loaded.site, &opts.site, &opts.secrets)?;
+    let _ = writeln!(
+        progress,
+        "seeds: {} host(s), secrets from {}",
+        seeds.len(),
+        opts.secrets.display()
+    );
+
     let packages = load_packages(&opts.lock, opts.cache.as_deref(), progress)?;
     let tree = overlay::build(&loaded.site, &opts.layers, &packages)
         .with_context(|| format!("rendering the layers in {}", opts.layers.display()))?;
@@ -67,7 +81,8 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
         OutputFile::public("overlay.tar.gz", tar_gz),
         OutputFile::public("MANIFEST", manifest.into_bytes()),
     ];
-    files.extend(dns_outputs(&loaded, progress)?);
+    files.extend(seed::output_files(&seeds));
+    files.extend(dns_outputs(&loaded, &opts.secrets, progress)?);
     output::write_dir(&opts.out, &files)?;
     let report = BuildReport {
         files: files
@@ -85,14 +100,15 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
     Ok(report)
 }
 
-/// The `dns/` files: zone fragments, records.json, the registrar table, MTA-STS policies.
-/// DKIM records whose keys are not in the secrets store yet are left out, with a warning.
+/// The DNS records of the site, with DKIM records from the build's secrets store.
 fn dns_outputs(
     loaded: &site::LoadedSite,
+    secrets: &Path,
     progress: &mut dyn Write,
 ) -> anyhow::Result<Vec<OutputFile>> {
+    let store = crate::secrets::SecretStore::open(secrets)?;
     let (files, warnings) =
-        crate::dns::build_outputs(loaded).context("writing the DNS records (dns/)")?;
+        crate::dns::build_outputs(loaded, &store).context("writing the DNS records (dns/)")?;
     for warning in warnings {
         let _ = writeln!(progress, "warning: dns: {warning}");
     }

@@ -11,6 +11,7 @@ pub mod image;
 pub mod output;
 pub mod overlay;
 pub mod secrets;
+pub mod seed;
 pub mod site;
 
 /// Where mailbake finds the files it ships (`layers/`, `packages.lock`): `$MAILBAKE_DATA_DIR`,

@@ -26,7 +26,8 @@ enum Command {
         /// The site file (YAML).
         site: PathBuf,
     },
-    /// Build the site's artifacts into DIR: overlay.tar, overlay.tar.gz, MANIFEST, SHA256SUMS.
+    /// Build the site's artifacts into DIR: overlay.tar, overlay.tar.gz, MANIFEST, per-host
+    /// seeds (hosts/<host>/seed/ and seed.img), SHA256SUMS.
     Build(BuildArgs),
     /// Download the pinned Debian packages (packages.lock) into the cache and verify them.
     Fetch(mailbake::fetch::cli::FetchArgs),
@@ -61,6 +62,10 @@ struct BuildArgs {
     /// Layers directory [default: layers/ shipped with mailbake].
     #[arg(long, value_name = "DIR")]
     layers: Option<PathBuf>,
+    /// Secrets store the per-host seeds copy users, DKIM keys and credentials from
+    /// [default: secrets/ beside the site file].
+    #[arg(long, value_name = "DIR")]
+    secrets: Option<PathBuf>,
     /// Timestamp for every file in the artifacts (seconds since 1970).
     #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = build::DEFAULT_SOURCE_DATE_EPOCH)]
     source_date_epoch: u64,
@@ -105,7 +110,11 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 
 fn run_build(args: BuildArgs) -> anyhow::Result<()> {
     let data = mailbake::data_dir();
+    let secrets = args
+        .secrets
+        .unwrap_or_else(|| mailbake::secrets::SecretStore::default_path(&args.site));
     let opts = build::BuildOptions {
+        secrets,
         site: args.site,
         out: args.out,
         lock: args.lock.unwrap_or_else(|| data.join("packages.lock")),

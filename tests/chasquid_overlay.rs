@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use mailbake::secrets::{Password, SecretStore};
+use mailbake::secrets::SecretStore;
 
 /// Reads one (possibly multi-line) SMTP reply.
 fn reply(reader: &mut BufReader<TcpStream>) -> String {
@@ -26,21 +26,15 @@ fn reply(reader: &mut BufReader<TcpStream>) -> String {
 fn chasquid_starts_from_the_overlay_and_resolves_the_site_aliases() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    common::mailbake_build(&common::example_site(), &out);
+    let secrets = common::example_secrets(dir.path());
+    common::mailbake_build(&common::example_site(), &secrets, &out);
     let root = dir.path().join("root");
     common::unpack_overlay(&out, &root);
     let config_dir = root.join("etc/chasquid");
     common::throwaway_certificate(&config_dir, "smtp.example.com");
 
-    // The seed would bring the users database; make one for the site's user `i`.
-    let store = SecretStore::create(dir.path().join("secrets")).unwrap();
-    store
-        .add_user(
-            "example.com",
-            "i",
-            &Password::new("correct horse battery".into()).unwrap(),
-        )
-        .unwrap();
+    // The seed would bring the users database: the one for the site's user `i`.
+    let store = SecretStore::open(&secrets).unwrap();
     let users = store
         .user_db_bytes("example.com")
         .unwrap()

@@ -139,7 +139,7 @@ fn chasquid_signatures_verify_against_published_records() {
 
     // The overlay as built for the example, unpacked as the image would have it.
     let out = tmp.path().join("out");
-    common::mailbake_build(&site, &out);
+    common::mailbake_build(&site, &tmp.path().join("secrets"), &out);
     assert!(
         out.join("dns/example.com.zone").is_file() && out.join("dns/records.json").is_file(),
         "the build writes the DNS records too"

@@ -5,12 +5,28 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// Runs `mailbake build` from `cwd` under a shell with `umask` and `TZ`, returning SHA256SUMS.
+/// One secrets store for every build in this file: builds compared with each other must get
+/// the same secrets (seeds and DKIM records are made from them).
+fn shared_secrets() -> &'static Path {
+    static STORE: OnceLock<tempfile::TempDir> = OnceLock::new();
+    STORE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            common::example_secrets(dir.path());
+            dir
+        })
+        .path()
+}
+
 fn build_in(cwd: &Path, umask: &str, tz: &str, out: &Path, extra: &[&str]) -> String {
     let mut args = vec![
         "build".to_string(),
         common::example_site().display().to_string(),
+        "--secrets".to_string(),
+        shared_secrets().join("secrets").display().to_string(),
         "--out".to_string(),
         out.display().to_string(),
     ];
@@ -153,7 +169,11 @@ fn changing_one_byte_of_one_template_changes_the_overlay_and_only_that_file() {
 fn the_overlay_ships_chasquid_1_15_or_newer_from_the_pinned_package() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    common::mailbake_build(&common::example_site(), &out);
+    common::mailbake_build(
+        &common::example_site(),
+        &shared_secrets().join("secrets"),
+        &out,
+    );
     let root = dir.path().join("root");
     fs::create_dir(&root).unwrap();
     let unpack = Command::new("tar")

@@ -66,21 +66,17 @@ pub enum DnsError {
 /// `<zone>.zone` for every zone, `records.json`, `records.txt` (the registrar table) and
 /// `mta-sts.<domain>.txt` for every domain with MTA-STS.
 ///
-/// A build must work before any DKIM key exists (the overlay does not need them), so missing
-/// keys or a missing store leave the DKIM records out and say so in `warnings` and in the
-/// files' comments; `mailbake dns` is the strict path that refuses instead.
-pub fn build_outputs(loaded: &LoadedSite) -> Result<(Vec<OutputFile>, Vec<String>), DnsError> {
-    let store_path = SecretStore::default_path(&loaded.path);
-    let store = if store_path.exists() {
-        Some(SecretStore::open(&store_path).map_err(|e| DnsError::Store(Box::new(e)))?)
-    } else {
-        None
-    };
+/// The DKIM records come from `store`, the same store the build's seeds are made from, so
+/// what is published matches what the hosts sign with.
+pub fn build_outputs(
+    loaded: &LoadedSite,
+    store: &SecretStore,
+) -> Result<(Vec<OutputFile>, Vec<String>), DnsError> {
     let set = records(
         &loaded.site,
         &Options {
             host: None,
-            dkim: DkimLookup::SkipMissing(store.as_ref()),
+            dkim: DkimLookup::Require(store),
         },
     )?;
     let mut files = Vec::new();

@@ -155,6 +155,13 @@ pub struct Host {
 pub struct Tls {
     #[serde(default)]
     pub acme: Option<Acme>,
+    /// The operator supplies the certificate: the secrets store holds `tls-fullchain.pem` and
+    /// `tls-privkey.pem` (one pair for every host of the site, so it must name each host's
+    /// fqdn) and each seed installs them as `/etc/chasquid/certs/<fqdn>/`. Explicit rather
+    /// than "whatever is in the store", so a forgotten file is an error, not a silent
+    /// self-signed certificate. With `acme` too, ACME replaces it once issued.
+    #[serde(default)]
+    pub files: bool,
 }
 
 /// ACME DNS-01 with lego. Provider credentials live in the secrets store and reach the host
@@ -221,11 +228,28 @@ fn default_max_data_size_mb() -> u32 {
 }
 
 /// Operator access. Public keys are not secret, so they live in the site file.
-#[derive(Clone, Debug, Deserialize, Default)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ssh {
     #[serde(default)]
     pub authorized_keys: Vec<SshPublicKey>,
+    /// The operator account each seed creates (SSH keys above, passwordless sudo, no
+    /// password). Default `admin`.
+    #[serde(default = "default_operator")]
+    pub user: OperatorName,
+}
+
+impl Default for Ssh {
+    fn default() -> Self {
+        Ssh {
+            authorized_keys: Vec::new(),
+            user: default_operator(),
+        }
+    }
+}
+
+fn default_operator() -> OperatorName {
+    OperatorName("admin".into())
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -306,6 +330,27 @@ checked_string!(
     |text| {
         let base = text.strip_prefix("*.").unwrap_or(text);
         DomainName::try_from(base).map(|_| ())
+    }
+);
+
+checked_string!(
+    /// A login name for the operator account: what `useradd` accepts on Debian and Ubuntu by
+    /// default, minus names that already belong to the system or to chasquid.
+    OperatorName,
+    |text| {
+        const TAKEN: [&str; 8] = ["root", "chasquid", "daemon", "bin", "sys", "nobody", "sshd", "systemd-network"];
+        let mut chars = text.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !first_ok || !rest_ok || text.len() > 32 {
+            return Err(format!(
+                "`{text}` is not a login name; use lowercase letters, digits, `_` and `-`, starting with a letter (at most 32), e.g. `admin`"
+            ));
+        }
+        if TAKEN.contains(&text) {
+            return Err(format!("`{text}` is a system account; choose another operator name, e.g. `admin`"));
+        }
+        Ok(())
     }
 );
 

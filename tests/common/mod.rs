@@ -65,11 +65,39 @@ pub fn chasquid_util() -> PathBuf {
     chasquid_bin_dir().join("chasquid-util")
 }
 
-/// Runs `mailbake build SITE --out OUT` and panics with its output if it fails.
-pub fn mailbake_build(site: &Path, out: &Path) {
+/// The password of the example's user `i@example.com` in stores made by [`example_secrets`].
+pub const EXAMPLE_PASSWORD: &str = "correct horse battery staple";
+
+/// A secrets store for the example site in `dir/secrets`: a password for `i@example.com` and
+/// a key for each DKIM selector (RSA and Ed25519), as `mailbake user add` and
+/// `mailbake dkim keygen` would make them.
+pub fn example_secrets(dir: &Path) -> PathBuf {
+    use mailbake::secrets::{Password, SecretStore};
+    let path = dir.join("secrets");
+    let store = SecretStore::create(&path).expect("create the store");
+    let password = Password::new(EXAMPLE_PASSWORD.to_string()).expect("a long password");
+    store
+        .add_user("example.com", "i", &password)
+        .expect("add i@example.com");
+    let site = mailbake::site::load(&example_site()).expect("the example loads");
+    for (domain, d) in site.site.domains.iter() {
+        for (selector, algorithm) in d.dkim.selectors.iter() {
+            store
+                .dkim_keygen(domain.as_str(), selector.as_str(), *algorithm, false)
+                .expect("generate a DKIM key");
+        }
+    }
+    path
+}
+
+/// Runs `mailbake build SITE --out OUT --secrets SECRETS` and panics with its output if it
+/// fails.
+pub fn mailbake_build(site: &Path, secrets: &Path, out: &Path) {
     let result = std::process::Command::new(env!("CARGO_BIN_EXE_mailbake"))
         .arg("build")
         .arg(site)
+        .arg("--secrets")
+        .arg(secrets)
         .arg("--out")
         .arg(out)
         .output()
