@@ -395,8 +395,7 @@ fn inbox_wait_for_times_out_listing_arrivals() {
             |m| m.mail_from == "never@example.test",
             Duration::from_millis(500),
         )
-        .err()
-        .expect("no such message");
+        .expect_err("no such message");
     assert!(t.elapsed() >= Duration::from_millis(500));
     assert!(
         err.contains("arrived-subject")
@@ -499,15 +498,12 @@ fn probes_banner_ehlo_auth_relay() {
     );
 
     // STARTTLS requested from a server that does not offer it: the probe fails, non-zero.
-    let err = probe(&["ehlo", hp[0], hp[1], "--mode", "starttls"])
-        .err()
-        .expect("starttls probe must fail");
+    let err =
+        probe(&["ehlo", hp[0], hp[1], "--mode", "starttls"]).expect_err("starttls probe must fail");
     assert!(err.contains("does not offer STARTTLS"), "{err}");
     // Nothing listening: non-zero with the reason.
     let closed = ok(free_port()).to_string();
-    let err = probe(&["banner", "127.0.0.1", &closed])
-        .err()
-        .expect("nothing listens");
+    let err = probe(&["banner", "127.0.0.1", &closed]).expect_err("nothing listens");
     assert!(err.contains("cannot connect"), "{err}");
 }
 
@@ -744,9 +740,8 @@ fn probe_dkim_verify_checks_rsa_and_ed25519_against_the_records_only() {
 
     // Tampered body: both signatures fail, non-zero exit.
     let tampered = String::from_utf8_lossy(&signed).replace("Hello.", "Hullo.");
-    let err = dkim_verify(&records_path, tampered.as_bytes())
-        .err()
-        .expect("tampered message must fail");
+    let err =
+        dkim_verify(&records_path, tampered.as_bytes()).expect_err("tampered message must fail");
     assert!(
         err.contains("\"ok\": false") && !err.contains("\"ok\": true"),
         "{err}"
@@ -759,14 +754,10 @@ fn probe_dkim_verify_checks_rsa_and_ed25519_against_the_records_only() {
         r#"[{"name":"example.test","type":"MX","value":"10 mx.example.test"}]"#,
     )
     .expect("write");
-    let err = dkim_verify(&only_mx, &signed)
-        .err()
-        .expect("no key published");
+    let err = dkim_verify(&only_mx, &signed).expect_err("no key published");
     assert!(err.contains("\"ok\": false"), "{err}");
 
     // No signature at all: non-zero.
-    let err = dkim_verify(&records_path, message)
-        .err()
-        .expect("unsigned message");
+    let err = dkim_verify(&records_path, message).expect_err("unsigned message");
     assert!(err.contains("no DKIM-Signature"), "{err}");
 }
