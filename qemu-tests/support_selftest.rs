@@ -9,7 +9,7 @@ mod support;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -508,7 +508,7 @@ fn probes_banner_ehlo_auth_relay() {
 }
 
 /// Self-signed certificate for mx.example.test with two SANs; returns (cert, key) paths.
-fn make_cert(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     run_ok(
         Command::new("openssl")
@@ -541,13 +541,19 @@ impl Drop for Killed {
     }
 }
 
-#[test]
-fn probe_cert_shows_the_served_certificate() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = make_cert(dir.path());
+/// Runs `probe.py SUBCOMMAND 127.0.0.1 PORT EXTRA…` against `openssl s_server` playing an
+/// implicit-TLS SMTP server: the `replies` piped to it are sent to the client once it connects,
+/// in order (smtplib waits for each reply, so a fixed script works). Returns the probe's JSON and
+/// what the client sent.
+fn scripted_tls_probe(
+    dir: &Path,
+    replies: &str,
+    subcommand: &str,
+    extra: &[&str],
+) -> (serde_json::Value, String) {
+    let (cert, key) = make_cert(dir);
     let port = ok(free_port());
-    // openssl s_server plays an implicit-TLS SMTP server: what we pipe in is sent to the client
-    // once it connects (greeting, EHLO reply, QUIT reply).
+    let received = dir.join("received.txt");
     let mut child = Command::new("openssl")
         .args(["s_server", "-quiet", "-crlf"])
         .args(["-accept", &format!("127.0.0.1:{port}")])
@@ -556,21 +562,22 @@ fn probe_cert_shows_the_served_certificate() {
         .arg("-key")
         .arg(&key)
         .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(fs::File::create(&received).expect("create received.txt"))
+        .stderr(Stdio::null())
         .spawn()
         .expect("openssl s_server runs");
     let mut stdin = child.stdin.take().expect("stdin");
     let server = Killed(child);
-    stdin
-        .write_all(b"220 mx.example.test ESMTP\n250 mx.example.test\n221 bye\n")
-        .expect("feed s_server");
+    stdin.write_all(replies.as_bytes()).expect("feed s_server");
     // Retry until s_server listens; a refused connection never reaches the TLS handshake, so
     // the piped replies are kept for the probe that gets through.
     let deadline = Instant::now() + WAIT;
-    let c = loop {
-        match probe(&["cert", "127.0.0.1", &port.to_string(), "--mode", "tls"]) {
-            Ok(c) => break c,
+    let port_s = port.to_string();
+    let mut args = vec![subcommand, "127.0.0.1", port_s.as_str()];
+    args.extend(extra);
+    let v = loop {
+        match probe(&args) {
+            Ok(v) => break v,
             Err(e) if Instant::now() < deadline && e.contains("Connection refused") => {
                 sleep(Duration::from_millis(100))
             }
@@ -579,6 +586,76 @@ fn probe_cert_shows_the_served_certificate() {
     };
     drop(stdin);
     drop(server);
+    (v, fs::read_to_string(&received).unwrap_or_default())
+}
+
+#[test]
+fn probe_submit_authenticates_over_implicit_tls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (r, sent) = scripted_tls_probe(
+        dir.path(),
+        "220 mx.example.test ESMTP\n250-mx.example.test\n250 AUTH PLAIN\n235 2.7.0 ok\n\
+         250 2.1.0 ok\n250 2.1.5 ok\n354 go\n250 2.0.0 queued as X\n221 bye\n",
+        "submit",
+        &[
+            "--mode",
+            "tls",
+            "--user",
+            "u@x.test",
+            "--password",
+            "secret",
+            "--from",
+            "u@x.test",
+            "--to",
+            "v@gmail.test",
+            "--subject",
+            "over-tls",
+        ],
+    );
+    assert_eq!(r["accepted"], true, "{r}\n{sent}");
+    assert_eq!(r["code"], 250, "{r}");
+    assert_eq!(r["message"], "2.0.0 queued as X", "{r}");
+    // base64("\0u@x.test\0secret")
+    assert!(
+        sent.contains("AUTH PLAIN AHVAeC50ZXN0AHNlY3JldA=="),
+        "{sent}"
+    );
+    assert!(sent.contains("mail FROM:<u@x.test>"), "{sent}");
+    assert!(sent.contains("Subject: over-tls"), "{sent}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (r, _) = scripted_tls_probe(
+        dir.path(),
+        "220 mx ESMTP\n250-mx\n250 AUTH PLAIN\n535 5.7.8 bad credentials\n221 bye\n",
+        "submit",
+        &[
+            "--mode",
+            "tls",
+            "--user",
+            "u@x.test",
+            "--password",
+            "wrong",
+            "--from",
+            "u@x.test",
+            "--to",
+            "v@gmail.test",
+        ],
+    );
+    assert_eq!(r["accepted"], false, "{r}");
+    assert_eq!(r["stage"], "auth", "{r}");
+    assert_eq!(r["code"], 535, "{r}");
+}
+
+#[test]
+fn probe_cert_shows_the_served_certificate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (c, _) = scripted_tls_probe(
+        dir.path(),
+        "220 mx.example.test ESMTP\n250 mx.example.test\n221 bye\n",
+        "cert",
+        &["--mode", "tls"],
+    );
+    let cert = dir.path().join("cert.pem");
 
     let fp = String::from_utf8_lossy(&run_ok(
         Command::new("openssl")
