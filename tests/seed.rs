@@ -36,6 +36,7 @@ hosts:
     fqdn: smtp.example.com
     ipv4: 203.0.113.10
     ipv6: { address: "2001:db8:1::10/64", gateway: "fe80::1" }
+    nameservers: [192.0.2.53]
   mx2:
     fqdn: mx2.example.com
     ipv4: { address: 198.51.100.20/24, gateway: 198.51.100.1 }
@@ -421,6 +422,8 @@ fn cloud_init_accepts_user_data_and_netplan_renders_network_config() {
                     "link-local gateway needs on-link: {units}"
                 );
                 assert!(has("DHCP=ipv4"), "{units}");
+                // The site's resolver only: DHCP's DNS servers are not used.
+                assert!(has("DNS=192.0.2.53") && has("UseDNS=false"), "{units}");
             }
             _ => {
                 assert!(

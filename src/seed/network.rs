@@ -31,7 +31,13 @@ pub fn render(name: &HostName, host: &Host) -> String {
     let mut addresses = Vec::new();
     let mut routes: Vec<(String, String, bool)> = Vec::new();
     match &host.ipv4.assignment {
-        Ipv4Assignment::Dhcp => y.push_str("    dhcp4: true\n"),
+        Ipv4Assignment::Dhcp => {
+            y.push_str("    dhcp4: true\n");
+            if !host.nameservers.is_empty() {
+                // The site named its resolvers: use only those, not the ones DHCP offers too.
+                y.push_str("    dhcp4-overrides:\n      use-dns: false\n");
+            }
+        }
         Ipv4Assignment::Static { network, gateway } => {
             y.push_str("    dhcp4: false\n");
             addresses.push(network.to_string());
