@@ -609,7 +609,7 @@ fn mail_flows_through_a_booted_image() {
         addresses.contains(&format!("inet6 {GUEST_IPV6}")),
         "static IPv6 configured:\n{addresses}"
     );
-    let sysctl = guest.ssh("sysctl -n net.ipv6.conf.all.disable_ipv6 net.ipv6.conf.default.disable_ipv6 net.ipv6.conf.lo.disable_ipv6");
+    let sysctl = guest.ssh("cat /proc/sys/net/ipv6/conf/all/disable_ipv6 /proc/sys/net/ipv6/conf/default/disable_ipv6 /proc/sys/net/ipv6/conf/lo/disable_ipv6");
     assert_eq!(
         sysctl.split_whitespace().collect::<Vec<_>>(),
         ["0", "0", "0"],
@@ -629,8 +629,11 @@ fn mail_flows_through_a_booted_image() {
     let failed = guest.ssh("systemctl --failed --no-legend --plain");
     assert!(
         failed.trim().is_empty(),
-        "failed units:\n{failed}\n{}",
-        guest.ssh("sudo journalctl -b -p warning --no-pager | tail -50")
+        "failed units:\n{failed}\n--- cloud-init warnings ---\n{}\n--- journal warnings ---\n{}",
+        guest.ssh(
+            "sudo grep -E 'WARNING|ERROR|Traceback' /var/log/cloud-init.log | tail -40 || true"
+        ),
+        guest.ssh("sudo journalctl -b -p warning --no-pager | tail -40")
     );
     assert_eq!(
         guest.ssh("systemctl is-active chasquid.service").trim(),

@@ -78,6 +78,7 @@ mmdebstrap \
     --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
     --customize-hook=': > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id"' \
     --customize-hook='printf "%s\n" localhost > "$1/etc/hostname"' \
+    --customize-hook='printf "%s\n" "# Like some VPS providers images: IPv6 off. The overlay must turn it back on." "net.ipv6.conf.all.disable_ipv6 = 1" "net.ipv6.conf.default.disable_ipv6 = 1" > "$1/etc/sysctl.d/50-provider-ipv6-off.conf"' \
     --customize-hook='rm -f "$1/etc/apt/apt.conf.d/99mmdebstrap"; rm -rf "$1"/var/lib/apt/lists/*' \
     "$suite" "$tmp" ${mirror:+"deb $mirror $suite main"} >&2
 
