@@ -63,20 +63,7 @@ ssh:
     )
 }
 
-fn run(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::run;
 
 fn mailbake(args: &[&str]) -> String {
     run(Command::new(env!("CARGO_BIN_EXE_mailbake")).args(args))
@@ -117,28 +104,12 @@ impl Site {
         // The site's own certificate (tls.files): the seed carries it, chasquid must serve it.
         let certs = dir.join("cert");
         fs::create_dir(&certs).unwrap();
-        run(Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "30",
-            ])
-            .args([
-                "-subj",
-                &format!("/CN={FQDN}"),
-                "-addext",
-                &format!("subjectAltName=DNS:{FQDN},DNS:example.com"),
-            ])
-            .arg("-keyout")
-            .arg(certs.join("key.pem"))
-            .arg("-out")
-            .arg(certs.join("cert.pem")));
+        common::self_signed_certificate(
+            &certs.join("cert.pem"),
+            &certs.join("key.pem"),
+            &[FQDN, "example.com"],
+            30,
+        );
         store
             .write_secret(
                 mailbake::seed::TLS_FULLCHAIN,

@@ -20,24 +20,9 @@ const MOTD_MARKER: &str = "MAILBAKE-MOTD-MARKER-7f3a";
 const CONSOLE_MARKER: &str = "MAILBAKE-OVERLAY-MARKER-7f3a";
 const SMTP_BANNER: &str = "220 mbtest ESMTP mailbake-test-banner";
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
-fn run(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{repo, run};
 
 /// Builds (or reuses) the cached Debian 12 base; returns its path.
 fn base_tarball() -> PathBuf {

@@ -130,11 +130,27 @@ pub fn unpack_overlay(out: &Path, root: &Path) {
     assert!(status.success(), "unpacking overlay.tar failed");
 }
 
-/// A throw-away self-signed certificate for `name` in chasquid's layout.
-pub fn throwaway_certificate(config_dir: &Path, name: &str) {
-    let dir = config_dir.join("certs").join(name);
-    fs::create_dir_all(&dir).expect("mkdir certs");
-    let status = std::process::Command::new("openssl")
+/// Runs `cmd`, panics with its status and output if it fails, returns its stdout.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A self-signed P-256 certificate for `names` (the first is the subject) written as
+/// `cert` and `key`.
+pub fn self_signed_certificate(cert: &Path, key: &Path, names: &[&str], days: u32) {
+    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    run(std::process::Command::new("openssl")
         .args([
             "req",
             "-x509",
@@ -143,21 +159,28 @@ pub fn throwaway_certificate(config_dir: &Path, name: &str) {
             "-pkeyopt",
             "ec_paramgen_curve:prime256v1",
             "-nodes",
-            "-days",
-            "2",
         ])
+        .args(["-days", &days.to_string()])
         .arg("-subj")
-        .arg(format!("/CN={name}"))
+        .arg(format!("/CN={}", names[0]))
         .arg("-addext")
-        .arg(format!("subjectAltName=DNS:{name}"))
+        .arg(format!("subjectAltName={}", sans.join(",")))
         .arg("-keyout")
-        .arg(dir.join("privkey.pem"))
+        .arg(key)
         .arg("-out")
-        .arg(dir.join("fullchain.pem"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl runs");
-    assert!(status.success(), "openssl could not make a certificate");
+        .arg(cert));
+}
+
+/// A throw-away self-signed certificate for `name` in chasquid's layout.
+pub fn throwaway_certificate(config_dir: &Path, name: &str) {
+    let dir = config_dir.join("certs").join(name);
+    fs::create_dir_all(&dir).expect("mkdir certs");
+    self_signed_certificate(
+        &dir.join("fullchain.pem"),
+        &dir.join("privkey.pem"),
+        &[name],
+        2,
+    );
 }
 
 /// The shipped chasquid running from an unpacked overlay on loopback ports; killed on drop.
