@@ -208,9 +208,14 @@ pub fn run_dkim(command: &DkimCommand, out: &mut dyn Write) -> anyhow::Result<()
                     "{selector}._domainkey.{domain}: generated {algorithm} key"
                 )?;
             }
+            let secrets_arg = store
+                .secrets
+                .as_ref()
+                .map(|dir| format!(" --secrets {}", dir.display()))
+                .unwrap_or_default();
             writeln!(
                 out,
-                "publish the records printed by `mailbake dns {}`",
+                "publish the records printed by `mailbake dns {}{secrets_arg}`",
                 store.site.display()
             )?;
         }
