@@ -63,7 +63,7 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
     );
 
     let packages = load_packages(&opts.lock, opts.cache.as_deref(), progress)?;
-    let tree = overlay::build(&loaded.site, &opts.layers, &packages)
+    let tree = overlay::build(&loaded.site, &loaded.dir, &opts.layers, &packages)
         .with_context(|| format!("rendering the layers in {}", opts.layers.display()))?;
     let tar = archive::tar(&tree, opts.source_date_epoch).context("writing overlay.tar")?;
     let tar_gz = archive::gzip(&tar).context("compressing overlay.tar")?;

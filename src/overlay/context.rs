@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 
 use crate::site::{AliasTarget, Site};
 
-pub fn for_site(site: &Site) -> Value {
+/// `acme_ca` is the checked PEM bundle of `tls.acme.ca_certificates` (see [`super::acme_ca`]).
+pub fn for_site(site: &Site, acme_ca: Option<&str>) -> Value {
     let domains: Vec<Value> = site
         .domains
         .iter()
@@ -29,7 +30,7 @@ pub fn for_site(site: &Site) -> Value {
         })
         .collect();
     let acme = site.tls.acme.as_ref().map(|acme| {
-        let names: Vec<String> = if acme.names.is_empty() {
+        let mut names: Vec<String> = if acme.names.is_empty() {
             site.domains
                 .keys()
                 .flat_map(|d| [d.to_string(), format!("*.{d}")])
@@ -37,6 +38,10 @@ pub fn for_site(site: &Site) -> Value {
         } else {
             acme.names.iter().map(|n| n.to_string()).collect()
         };
+        // A name listed twice would be asked for twice (CAs reject duplicate identifiers);
+        // keep the first, so the order the operator wrote stays.
+        let mut seen = std::collections::BTreeSet::new();
+        names.retain(|n| seen.insert(n.to_ascii_lowercase()));
         json!({
             "directory": acme.directory.to_string(),
             "email": acme.email.as_str(),
@@ -44,6 +49,8 @@ pub fn for_site(site: &Site) -> Value {
             "key_type": acme.key_type.as_lego(),
             "names": names,
             "include_hostname": true,
+            "resolvers": acme.resolvers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "ca_bundle": acme_ca.unwrap_or(""),
         })
     });
     json!({

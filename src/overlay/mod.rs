@@ -2,6 +2,7 @@
 //! written as one reproducible tar that every host of the site shares. It never contains a
 //! secret: users, keys and credentials reach hosts through their seeds.
 
+pub mod acme_ca;
 pub mod archive;
 pub mod context;
 pub mod layers;
@@ -30,11 +31,15 @@ pub enum OverlayError {
         "layer `{layer}` needs package `{package}`, which is not in the lock file; add it there (name, version, architecture, sha256)"
     )]
     MissingPackage { layer: String, package: String },
+    #[error(transparent)]
+    AcmeCa(#[from] acme_ca::AcmeCaError),
 }
 
-/// Builds the overlay tree for `site` from the layers under `layers_dir`.
+/// Builds the overlay tree for `site` from the layers under `layers_dir`; `site_dir` is where
+/// the site file's relative paths (ACME CA certificates) are resolved.
 pub fn build(
     site: &Site,
+    site_dir: &Path,
     layers_dir: &Path,
     packages: &[PackagePayload],
 ) -> Result<Tree, OverlayError> {
@@ -62,7 +67,7 @@ pub fn build(
         }
     }
 
-    let context = context::for_site(site);
+    let context = context::for_site(site, acme_ca::bundle(site, site_dir)?.as_deref());
     for layer in &layers {
         for (path, entry) in layers::render(layer, &context)? {
             // A layer replaces package files, never another layer's.

@@ -179,6 +179,16 @@ pub struct Acme {
     /// Names on the certificate; empty means the host fqdn, every domain and `*.domain`.
     #[serde(default)]
     pub names: Vec<CertName>,
+    /// Extra CA certificates (PEM files, relative to the site file) lego trusts for the
+    /// directory's HTTPS: a private or test ACME server. Public material: the bundle goes into
+    /// the image. Read and checked at build time.
+    #[serde(default)]
+    pub ca_certificates: Vec<std::path::PathBuf>,
+    /// DNS servers (`host[:port]`) lego asks for the zone's SOA and nameservers before checking
+    /// that the challenge record has propagated; empty means the host's resolvers. Set it when
+    /// the host's resolver cannot see the provider's zone (split horizon, a test network).
+    #[serde(default)]
+    pub resolvers: Vec<Resolver>,
 }
 
 fn default_acme_directory() -> HttpsUrl {
@@ -321,6 +331,30 @@ checked_string!(
             return Err(format!("`{text}` is not a valid URL"));
         }
         Ok(())
+    }
+);
+
+checked_string!(
+    /// A DNS server for lego's propagation check: an IP address or host name, optionally with
+    /// `:port` (IPv6 with a port in brackets, `[2001:db8::1]:53`).
+    Resolver,
+    |text| {
+        let bad = || {
+            format!(
+                "`{text}` is not a DNS server; write an address or name with an optional port, e.g. `1.1.1.1`, `ns1.example.net:53` or `[2001:db8::1]:53`"
+            )
+        };
+        if text.parse::<std::net::IpAddr>().is_ok() || text.parse::<std::net::SocketAddr>().is_ok() {
+            return Ok(());
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        };
+        if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+            return Err(bad());
+        }
+        DomainName::try_from(host).map(|_| ()).map_err(|_| bad())
     }
 );
 
