@@ -2,6 +2,8 @@
 //! (an in-house CA, pebble in the tests). They are read and checked at build time, so a wrong
 //! path or a pasted key fails the build with the file named, not lego on every host at 3 a.m.
 
+#[cfg(test)]
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -99,6 +101,42 @@ fn certificates(text: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn site(ca: &str) -> Site {
+        let text = format!(
+            "site: t\ndomains:\n  example.com: {{}}\nhosts:\n  mx1:\n    fqdn: mx1.example.com\n    ipv4: 203.0.113.10\ntls:\n  acme:\n    provider: rfc2136\n    email: ops@example.com\n    ca_certificates: [{ca}]\n"
+        );
+        crate::site::parse(Path::new("site.yaml"), &text).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    #[test]
+    fn a_missing_file_is_named_with_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = bundle(&site("ca/missing.pem"), dir.path()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("ca/missing.pem") && text.contains("fix:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn certificates_are_read_relative_to_the_site_and_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        let der = [0x30u8; 100];
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        fs::write(
+            dir.path().join("ca.pem"),
+            format!("junk\r\n{BEGIN}\r\n{body}\r\n{END}\r\n"),
+        )
+        .unwrap();
+        let pem = bundle(&site("ca.pem"), dir.path()).unwrap().unwrap();
+        assert!(
+            pem.starts_with(BEGIN) && pem.ends_with(&format!("{END}\n")),
+            "{pem}"
+        );
+        assert!(!pem.contains('\r'));
+    }
 
     #[test]
     fn refuses_keys_empty_files_and_garbage() {
