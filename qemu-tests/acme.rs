@@ -271,26 +271,8 @@ impl Guest {
     }
 
     fn try_ssh(&self, command: &str) -> std::process::Output {
-        Command::new("ssh")
-            .args([
-                "-q",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=10",
-            ])
-            .arg("-i")
-            .arg(&self.ssh_key)
-            .args([
-                "-p",
-                &self.port(22),
-                &format!("{OPERATOR}@127.0.0.1"),
-                command,
-            ])
+        let port = self.vm.forwarded(22).unwrap().port();
+        support::guest_ssh(&self.ssh_key, port, OPERATOR, command)
             .output()
             .expect("ssh runs")
     }

@@ -264,7 +264,9 @@ fn image_is_reproducible_and_boots_through_seabios_grub_with_seed() {
         let out = Command::new("ssh")
             .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
             .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes"])
-            .args(["-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR", "-i"])
+            .args(["-o", "ConnectTimeout=20", "-o", "LogLevel=ERROR"])
+            // A session that dies silently while first boot restarts sshd must end, not hang.
+            .args(["-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3", "-i"])
             .arg(&key)
             .args(["-p", &ssh_addr.port().to_string(), "tester@127.0.0.1"])
             .arg("hostname; cat /etc/motd; findmnt -no SOURCE,FSTYPE /; sudo -n true && echo SUDO-OK")

@@ -53,3 +53,47 @@ pub fn free_port() -> Result<u16, String> {
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
+
+/// `ssh` into a guest through its forwarded port 22 as `user`, ready to run `command`:
+/// non-interactive, host keys not recorded (they change when a seed is applied), and bounded:
+/// a session opened while first boot restarts sshd can die without a FIN through QEMU's user
+/// network, so dead servers are noticed within 30 s, and `timeout` stops any command after
+/// 10 minutes (exit 124). ssh's own failures exit 255: the caller may retry those.
+pub fn guest_ssh(
+    key: &std::path::Path,
+    port: u16,
+    user: &str,
+    command: &str,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.args([
+        "600",
+        "ssh",
+        "-q",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+    ])
+    .args([
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "ConnectTimeout=10",
+    ])
+    .args([
+        "-o",
+        "ServerAliveInterval=10",
+        "-o",
+        "ServerAliveCountMax=3",
+        "-i",
+    ])
+    .arg(key)
+    .args([
+        "-p",
+        &port.to_string(),
+        &format!("{user}@127.0.0.1"),
+        command,
+    ]);
+    cmd
+}
