@@ -13,10 +13,20 @@ use super::{Accel, Vm, VmOptions};
 /// to 127.0.0.1.
 #[derive(Debug, clap::Args)]
 pub struct BootArgs {
+    /// The site file: boot with the seed of one of its hosts (made from the site and its
+    /// secrets store, as `mailbake build` would)
+    #[arg(value_name = "SITE", conflicts_with = "seed")]
+    pub site: Option<PathBuf>,
+    /// The host whose seed to attach (needed when the site has several)
+    #[arg(long, value_name = "H", requires = "site")]
+    pub host: Option<String>,
+    /// Secrets store for the seed [default: secrets/ beside the site file]
+    #[arg(long, value_name = "DIR", requires = "site")]
+    pub secrets: Option<PathBuf>,
     /// Disk image (qcow2 or raw) from `mailbake image`
     #[arg(long, value_name = "X.qcow2")]
     pub image: PathBuf,
-    /// NoCloud seed image (vfat or ISO labelled cidata)
+    /// NoCloud seed image (vfat or ISO labelled cidata), instead of SITE
     #[arg(long, value_name = "seed.img")]
     pub seed: Option<PathBuf>,
     /// CPU emulation; kvm is opt-in (nested guests hang on some hosts)
@@ -51,8 +61,20 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+    // Kept alive until the guest stops: QEMU reads the seed from it.
+    let site_seed = match &args.site {
+        Some(site) => Some(seed_for_host(
+            site,
+            args.host.as_deref(),
+            args.secrets.as_deref(),
+        )?),
+        None => None,
+    };
     let mut opts = VmOptions::new(&args.image);
-    opts.seed = args.seed;
+    opts.seed = match &site_seed {
+        Some(file) => Some(file.path().to_path_buf()),
+        None => args.seed,
+    };
     opts.accel = args.accel;
     opts.memory_mib = args.memory;
     opts.serial_log = args.serial_log;
@@ -100,4 +122,44 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The seed image of `host` (or of the site's only host), written to a private temp file.
+fn seed_for_host(
+    site: &std::path::Path,
+    host: Option<&str>,
+    secrets: Option<&std::path::Path>,
+) -> anyhow::Result<tempfile::NamedTempFile> {
+    let loaded = crate::site::load(site)?;
+    let secrets = secrets
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| crate::secrets::SecretStore::default_path(site));
+    let seeds = crate::seed::build(&loaded.site, site, &secrets)?;
+    let names: Vec<&str> = seeds.iter().map(|s| s.host.as_str()).collect();
+    let chosen = match host {
+        Some(h) => seeds.iter().find(|s| s.host == h).with_context(|| {
+            format!(
+                "{} has no host `{h}`; its hosts: {}",
+                site.display(),
+                names.join(", ")
+            )
+        })?,
+        None if seeds.len() == 1 => &seeds[0],
+        None => bail!(
+            "{} has several hosts ({}); choose one with --host",
+            site.display(),
+            names.join(", ")
+        ),
+    };
+    let mut file = tempfile::Builder::new()
+        .prefix("mailbake-seed-")
+        .suffix(".img")
+        .tempfile()
+        .context("creating a temporary seed image")?;
+    std::io::Write::write_all(&mut file, &chosen.image).context("writing the seed image")?;
+    eprintln!(
+        "seed: host {} ({}), instance-id {}",
+        chosen.host, chosen.fqdn, chosen.instance_id
+    );
+    Ok(file)
 }
