@@ -34,20 +34,7 @@ const HOST: &str = "10.0.2.2";
 /// Far beyond pebble's certificate lifetime (5 years): `lego renew --days` then always renews.
 const FORCE_DAYS: &str = "100000";
 
-fn run(cmd: &mut Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::run;
 
 fn mailbake(args: &[&str]) -> String {
     run(Command::new(env!("CARGO_BIN_EXE_mailbake")).args(args))

@@ -56,11 +56,29 @@ pub fn normalize_domain(domain: &str) -> Result<String, SecretsError> {
     if lower.len() > 253 {
         return Err(invalid(WHAT, domain, "longer than 253 characters"));
     }
-    for label in lower.split('.') {
+    check_labels(
+        WHAT,
+        domain,
+        &lower,
+        "use letters, digits and '-' (internationalised names in their xn-- form)",
+    )?;
+    Ok(lower)
+}
+
+/// Checks the dot-separated DNS labels of `name` (already lowercased where that applies):
+/// 1 to 63 characters of lowercase letters, digits and '-', no '-' at either end. `shown` is
+/// what the user wrote, for the message; `charset_hint` says which characters are allowed.
+fn check_labels(
+    what: &'static str,
+    shown: &str,
+    name: &str,
+    charset_hint: &'static str,
+) -> Result<(), SecretsError> {
+    for label in name.split('.') {
         if label.is_empty() || label.len() > 63 {
             return Err(invalid(
-                WHAT,
-                domain,
+                what,
+                shown,
                 "each dot-separated label must have 1 to 63 characters",
             ));
         }
@@ -68,21 +86,17 @@ pub fn normalize_domain(domain: &str) -> Result<String, SecretsError> {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
-            return Err(invalid(
-                WHAT,
-                domain,
-                "use letters, digits and '-' (internationalised names in their xn-- form)",
-            ));
+            return Err(invalid(what, shown, charset_hint));
         }
         if label.starts_with('-') || label.ends_with('-') {
             return Err(invalid(
-                WHAT,
-                domain,
+                what,
+                shown,
                 "a label may not start or end with '-'",
             ));
         }
     }
-    Ok(lower)
+    Ok(())
 }
 
 /// Checks a DKIM selector: one or more DNS labels of lowercase letters, digits and '-'.
@@ -92,33 +106,12 @@ pub fn validate_selector(selector: &str) -> Result<(), SecretsError> {
     if selector.is_empty() {
         return Err(invalid(WHAT, selector, "it is empty"));
     }
-    for label in selector.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            return Err(invalid(
-                WHAT,
-                selector,
-                "each dot-separated label must have 1 to 63 characters",
-            ));
-        }
-        if !label
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(invalid(
-                WHAT,
-                selector,
-                "use lowercase letters, digits and '-' (e.g. 2026a-rsa)",
-            ));
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            return Err(invalid(
-                WHAT,
-                selector,
-                "a label may not start or end with '-'",
-            ));
-        }
-    }
-    Ok(())
+    check_labels(
+        WHAT,
+        selector,
+        selector,
+        "use lowercase letters, digits and '-' (e.g. 2026a-rsa)",
+    )
 }
 
 #[cfg(test)]
