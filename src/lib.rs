@@ -12,7 +12,9 @@ pub mod output;
 pub mod overlay;
 pub mod secrets;
 pub mod seed;
+pub mod send_test;
 pub mod site;
+pub mod verify;
 
 /// Where mailbake finds the files it ships (`layers/`, `packages.lock`): `$MAILBAKE_DATA_DIR`,
 /// else the source tree it was built from.
