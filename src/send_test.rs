@@ -253,8 +253,10 @@ impl Outcome {
             out.push_str(&format!("  {line}\n"));
         }
         out.push_str(&format!(
-            "\nAccepted: {} {}\n  chasquid's 250 reply carries no queue id (the text is one of its jokes); on the host, `journalctl -u chasquid` shows the message queued under chasquid's own id, with sender {} and recipient {}.\n",
-            self.reply.code, self.reply.message, self.from, self.to
+            "\nAccepted: {}\n  chasquid's 250 reply carries no queue id (the text is one of its jokes); on the host, `journalctl -u chasquid` shows the message queued under chasquid's own id, with sender {} and recipient {}.\n",
+            probe::reply_text(&self.reply),
+            self.from,
+            self.to
         ));
         out.push_str(&format!(
             "\nMessage-ID: <{}>\n  In Gmail, search for rfc822msgid:{} and open \"Show original\": SPF, DKIM and DMARC should say PASS, and the Received line should show TLS (and IPv6 if the host has it).\n",
@@ -377,12 +379,11 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|e| anyhow!("AUTH: {e}"))?;
     drop(blob);
-    t.note(format!("S: {} {}", reply.code, reply.message));
+    t.server(&reply);
     if reply.code != 235 {
         bail!(
-            "the server refused the login for {login}: {} {}\n  fix: check the password; `mailbake user add` sets it, and the host has it after the next build and reseed",
-            reply.code,
-            reply.message
+            "the server refused the login for {login}: {}\n  fix: check the password; `mailbake user add` sets it, and the host has it after the next build and reseed",
+            probe::reply_text(&reply)
         );
     }
     for command in [
@@ -394,12 +395,11 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
             .cmd(format!("{command}\r\n"))
             .await
             .map_err(|e| anyhow!("{command}: {e}"))?;
-        t.note(format!("S: {} {}", reply.code, reply.message));
+        t.server(&reply);
         if !reply.is_positive_completion() {
             bail!(
-                "the server refused `{command}`: {} {}",
-                reply.code,
-                reply.message
+                "the server refused `{command}`: {}",
+                probe::reply_text(&reply)
             );
         }
     }
@@ -412,7 +412,7 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
         .data(&message)
         .await
         .map_err(|e| anyhow!("the server did not accept the message: {e}"))?;
-    t.note(format!("S: {} {}", reply.code, reply.message));
+    t.server(&reply);
     Ok((reply, message_id))
 }
 

@@ -54,8 +54,8 @@ fn zones(out: &Path, skip: &dyn Fn(&str) -> bool) -> Vec<support::Zone> {
         zones.push(support::Zone::from_records(origin, &lines));
     }
     zones.push(support::Zone::from_records(
-        "_spf.google.com",
-        &["@ IN TXT \"v=spf1 ip4:192.0.2.0/24 -all\""],
+        "google.com",
+        &["_spf IN TXT \"v=spf1 ip4:192.0.2.0/24 -all\""],
     ));
     zones
 }

@@ -34,9 +34,10 @@ impl Transcript {
     }
 
     pub fn server(&mut self, reply: &Response<String>) {
-        let mut lines = reply.message.lines();
+        let text = reply_text(reply);
+        let mut lines = text.lines();
         let first = lines.next().unwrap_or("");
-        self.0.push(format!("S: {} {first}", reply.code));
+        self.0.push(format!("S: {first}"));
         let rest: Vec<&str> = lines.collect();
         if !rest.is_empty() {
             self.0.push(format!("S:     {}", rest.join(" | ")));
@@ -52,11 +53,18 @@ impl Transcript {
     }
 }
 
+/// A reply as the server sent it: `250 2.0.0 text` (smtp-proto keeps the enhanced status
+/// code apart from the text).
+pub fn reply_text(reply: &Response<String>) -> String {
+    match reply.esc {
+        [0, 0, 0] => format!("{} {}", reply.code, reply.message),
+        [a, b, c] => format!("{} {a}.{b}.{c} {}", reply.code, reply.message),
+    }
+}
+
 fn smtp_error(e: &mail_send::Error) -> String {
     match e {
-        mail_send::Error::UnexpectedReply(r) => {
-            format!("the server answered {} {}", r.code, r.message)
-        }
+        mail_send::Error::UnexpectedReply(r) => format!("the server answered {}", reply_text(r)),
         mail_send::Error::Timeout => format!("no answer within {} s", COMMAND_TIMEOUT.as_secs()),
         mail_send::Error::Tls(e) => format!("TLS handshake failed: {e}"),
         other => other.to_string(),
@@ -162,10 +170,7 @@ pub async fn starttls(
         .map_err(|e| smtp_error(&e))?;
     t.server(&reply);
     if reply.code != 220 {
-        return Err(format!(
-            "STARTTLS refused: {} {}",
-            reply.code, reply.message
-        ));
+        return Err(format!("STARTTLS refused: {}", reply_text(&reply)));
     }
     implicit_tls(client, config, server_name, t).await
 }

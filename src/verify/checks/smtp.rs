@@ -138,7 +138,7 @@ async fn relay_port<R: Resolver, D: Dialer>(
                 banner.evidence(t.0.clone()).pass(format!("greets as {fqdn}"))
             } else if reply.code != 220 {
                 banner.evidence(t.0.clone()).fail(
-                    format!("the greeting is {} {}, not 220: the server refuses mail", reply.code, reply.message),
+                    format!("the greeting is {}, not 220: the server refuses mail", probe::reply_text(reply)),
                     "check chasquid's log on the host (`journalctl -u chasquid`)",
                 )
             } else {
@@ -280,15 +280,15 @@ async fn relay<R: Resolver, D: Dialer>(ctx: &Context<R, D>, name: &HostName, ip:
     }
     match probe::relay_test(client, &mut t).await {
         Relay::Refused(r) => b.evidence(t.0).pass(format!(
-            "mail for another domain is refused without AUTH ({} {}); no message was sent",
-            r.code, r.message
+            "mail for another domain is refused without AUTH ({}); no message was sent",
+            probe::reply_text(&r)
         )),
         Relay::Accepted(r) => b.evidence(t.0).fail(
-            format!("OPEN RELAY: mail for another domain is accepted without AUTH ({} {})", r.code, r.message),
+            format!("OPEN RELAY: mail for another domain is accepted without AUTH ({})", probe::reply_text(&r)),
             "chasquid relays only for authenticated users: check that port 25 is chasquid, and take the host off the internet until it is fixed",
         ),
         Relay::SenderRefused(r) => b.evidence(t.0).warn(
-            format!("not tested: MAIL FROM was refused ({} {})", r.code, r.message),
+            format!("not tested: MAIL FROM was refused ({})", probe::reply_text(&r)),
             "run again; if it persists, read chasquid's log on the host",
         ),
         Relay::Error(why) => b.evidence(t.0).warn(format!("not tested: {why}"), "run again"),
