@@ -252,3 +252,41 @@ impl Dialer for RouteDialer {
         }
     }
 }
+
+/// An HTTPS server on loopback that answers every request with `status` and `body` (the
+/// MTA-STS policy host), once per connection, then closes.
+pub async fn https_server(pki: &TestPki, status: &'static str, body: String) -> SocketAddr {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(pki.chain.clone(), PrivateKeyDer::Pkcs8(pki.key.clone_key()))
+    .expect("server certificate");
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                continue;
+            };
+            let mut tls = BufReader::new(tls);
+            let mut line = String::new();
+            // The request head ends with an empty line.
+            while tls.read_line(&mut line).await.is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let response = format!(
+                "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(response.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    addr
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::dns::{LookupError, MemoryZone, Record, RecordType};
-use super::test_server::{Behaviour, RouteDialer, TestServer, pki};
+use super::test_server::{Behaviour, RouteDialer, TestServer, https_server, pki};
 use super::{Check, Context, Section, Status, Trust, dkim_keys, run};
 use crate::secrets::{DkimAlgorithm, SecretStore};
 use crate::site::{HostName, Site};
@@ -23,6 +23,7 @@ domains:
     spf: { include: [_spf.example.net], policy: "~all" }
     dmarc: { p: quarantine, fo: "1", rua: "mailto:rua@reports.example.net" }
     tls_rpt: { rua: mailto:tls@example.com }
+    mta_sts: { mode: enforce, max_age: 604800 }
 hosts:
   mx1:
     fqdn: smtp.example.com
@@ -763,5 +764,109 @@ fn no_starttls_fails() {
         find(&checks, "203.0.113.10:587 STARTTLS"),
         Status::Fail,
         "not offered",
+    );
+}
+
+// ---- MTA-STS: the policy fetched over real HTTPS from a local server ---------------------
+
+/// Runs the MTA-STS section with `mta-sts.example.com` served by a local HTTPS server that
+/// answers `status` and `body`; `zone_edit` changes the zone first.
+fn mta_sts_checks(
+    status: &'static str,
+    body: &str,
+    zone_edit: impl FnOnce(&mut MemoryZone),
+) -> Vec<Check> {
+    let f = Fixture::new();
+    let test = pki(&["mta-sts.example.com"], (2026, 1, 1), (2027, 1, 1), false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &test.ca_pem).expect("write CA");
+    let trust = Trust::from_pem_file(&ca).expect("trust");
+    let rt = runtime();
+    rt.block_on(async {
+        let server = https_server(&test, status, body.to_string()).await;
+        let policy_ip: IpAddr = "192.0.2.80".parse().unwrap();
+        let mut dialer = RouteDialer::default();
+        dialer
+            .routes
+            .insert(SocketAddr::new(policy_ip, 443), server);
+        let mut zone = f.zone();
+        zone.add(
+            "mta-sts.example.com",
+            Record::A("192.0.2.80".parse().unwrap()),
+        );
+        zone_edit(&mut zone);
+        let keys = dkim_keys(&f.site, Ok(&f.store));
+        let mut ctx =
+            Context::new(f.site.clone(), keys, None, vec![], zone, dialer, trust).expect("context");
+        ctx.now = unix(2026, 6, 1);
+        run(Arc::new(ctx), &[Section::MtaSts]).await.checks
+    })
+}
+
+const POLICY_URL: &str = "https://mta-sts.example.com/.well-known/mta-sts.txt";
+
+fn site_policy() -> String {
+    let f = Fixture::new();
+    let set = crate::dns::records(
+        &f.site,
+        &crate::dns::Options {
+            host: None,
+            dkim: crate::dns::DkimLookup::SkipMissing(None),
+        },
+    )
+    .expect("records");
+    set.mta_sts[0].text.clone()
+}
+
+#[test]
+fn a_served_mta_sts_policy_that_matches_the_site_passes() {
+    let checks = mta_sts_checks("200 OK", &site_policy(), |_| {});
+    assert_eq!(
+        find(&checks, "_mta-sts.example.com").status,
+        Status::Pass,
+        "{checks:#?}"
+    );
+    let served = find(&checks, POLICY_URL);
+    assert_eq!(served.status, Status::Pass, "{served:#?}");
+    assert!(
+        served
+            .evidence
+            .iter()
+            .any(|l| l.contains("mx: smtp.example.com")),
+        "{served:#?}"
+    );
+}
+
+#[test]
+fn an_mta_sts_policy_without_our_mx_or_not_served_fails() {
+    let other = site_policy().replace("mx: smtp.example.com", "mx: old.example.com");
+    let checks = mta_sts_checks("200 OK", &other, |_| {});
+    assert_status(
+        find(&checks, POLICY_URL),
+        Status::Fail,
+        "does not list smtp.example.com",
+    );
+    let checks = mta_sts_checks("404 Not Found", "", |_| {});
+    assert_status(find(&checks, POLICY_URL), Status::Fail, "HTTP 404");
+    let checks = mta_sts_checks("200 OK", &site_policy(), |zone| {
+        zone.remove("mta-sts.example.com", RecordType::A);
+    });
+    assert_status(find(&checks, POLICY_URL), Status::Fail, "has no address");
+}
+
+#[test]
+fn an_mta_sts_record_with_a_stale_id_warns() {
+    let checks = mta_sts_checks("200 OK", &site_policy(), |zone| {
+        zone.replace(
+            "_mta-sts.example.com",
+            RecordType::Txt,
+            vec![Record::Txt("v=STSv1; id=20240101".into())],
+        );
+    });
+    assert_status(
+        find(&checks, "_mta-sts.example.com"),
+        Status::Warn,
+        "id=20240101",
     );
 }
