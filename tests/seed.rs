@@ -14,8 +14,9 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use base64::Engine as _;
-use mailbake::secrets::{DkimAlgorithm, Password, SecretStore};
+use mailbake::secrets::{Password, SecretStore};
 use mailbake::seed;
+use mailbake::site::DkimAlgorithm;
 use sha2::{Digest, Sha256};
 
 const SITE: &str = r#"
@@ -69,7 +70,9 @@ impl Fixture {
             ("example.net", "carol"),
         ] {
             let pw = Password::new(format!("{local} has a long password")).expect("password");
-            store.add_user(domain, local, &pw).expect("add user");
+            store
+                .add_user(&domain.try_into().unwrap(), &local.try_into().unwrap(), &pw)
+                .expect("add user");
         }
         for (domain, selector, alg) in [
             ("example.com", "2026a-rsa", DkimAlgorithm::Rsa2048),
@@ -77,7 +80,12 @@ impl Fixture {
             ("example.net", "s1", DkimAlgorithm::Ed25519),
         ] {
             store
-                .dkim_keygen(domain, selector, alg, false)
+                .dkim_keygen(
+                    &domain.try_into().unwrap(),
+                    &selector.try_into().unwrap(),
+                    alg,
+                    false,
+                )
                 .expect("keygen");
         }
         store.write_secret("acme.env", ACME_ENV).expect("acme.env");
@@ -112,7 +120,10 @@ impl Fixture {
         let store = self.store();
         let mut out = Vec::new();
         for domain in ["example.com", "example.net"] {
-            let db = store.user_db_bytes(domain).unwrap().expect("users db");
+            let db = store
+                .user_db_bytes(&domain.try_into().unwrap())
+                .unwrap()
+                .expect("users db");
             let text = String::from_utf8(db.clone()).unwrap();
             for line in text.lines() {
                 let line = line.trim();
@@ -138,7 +149,11 @@ impl Fixture {
             ("example.com", "2026a-ed"),
             ("example.net", "s1"),
         ] {
-            let pem = store.dkim_key(domain, selector).unwrap().pem().to_string();
+            let pem = store
+                .dkim_key(&domain.try_into().unwrap(), &selector.try_into().unwrap())
+                .unwrap()
+                .pem()
+                .to_string();
             let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
             out.push((format!("dkim {domain} {selector}"), pem.into_bytes()));
             out.push((
@@ -478,16 +493,25 @@ fn user_data_carries_identity_operator_and_every_secret() {
     let store = fx.store();
     assert_eq!(
         staged("/etc/chasquid/domains/example.com/users"),
-        store.user_db_bytes("example.com").unwrap().unwrap()
+        store
+            .user_db_bytes(&"example.com".try_into().unwrap())
+            .unwrap()
+            .unwrap()
     );
     assert_eq!(
         staged("/etc/chasquid/domains/example.net/users"),
-        store.user_db_bytes("example.net").unwrap().unwrap()
+        store
+            .user_db_bytes(&"example.net".try_into().unwrap())
+            .unwrap()
+            .unwrap()
     );
     assert_eq!(
         staged("/etc/chasquid/domains/example.com/dkim:2026a-rsa.pem"),
         store
-            .dkim_key("example.com", "2026a-rsa")
+            .dkim_key(
+                &"example.com".try_into().unwrap(),
+                &"2026a-rsa".try_into().unwrap()
+            )
             .unwrap()
             .pem()
             .as_bytes()
@@ -683,7 +707,12 @@ fn instance_id_changes_with_a_secret_and_only_then() {
     assert!(String::from_utf8_lossy(meta).contains(&first[0]));
 
     fx.store()
-        .dkim_keygen("example.net", "s1", DkimAlgorithm::Ed25519, true)
+        .dkim_keygen(
+            &"example.net".try_into().unwrap(),
+            &"s1".try_into().unwrap(),
+            DkimAlgorithm::Ed25519,
+            true,
+        )
         .unwrap();
     let rotated = ids(&fx);
     assert!(
@@ -692,8 +721,19 @@ fn instance_id_changes_with_a_secret_and_only_then() {
     );
 
     let pw = Password::new("another long password".into()).unwrap();
-    fx.store().remove_user("example.com", "bob").unwrap();
-    fx.store().add_user("example.com", "bob", &pw).unwrap();
+    fx.store()
+        .remove_user(
+            &"example.com".try_into().unwrap(),
+            &"bob".try_into().unwrap(),
+        )
+        .unwrap();
+    fx.store()
+        .add_user(
+            &"example.com".try_into().unwrap(),
+            &"bob".try_into().unwrap(),
+            &pw,
+        )
+        .unwrap();
     let repassworded = ids(&fx);
     assert!(
         repassworded.iter().zip(&rotated).all(|(a, b)| a != b),

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::DnsError;
 use crate::secrets::{SecretStore, SecretsError};
-use crate::site::{Dmarc, Domain, DomainName, Host, HostName, MtaSts, Site, TlsRpt};
+use crate::site::{Dmarc, Domain, DomainName, Host, HostName, MtaSts, Selector, Site, TlsRpt};
 
 /// One resource record. `name` is absolute without the trailing dot (`_dmarc.example.com`);
 /// renderers add the dot or make it relative as their format wants.
@@ -200,7 +200,7 @@ pub fn records(site: &Site, opts: &Options) -> Result<RecordSet, DnsError> {
         ));
         for (selector, _algorithm) in d.dkim.selectors.iter() {
             let name = format!("{selector}._domainkey.{domain}");
-            match dkim_value(opts.dkim, domain, selector.as_str())? {
+            match dkim_value(opts.dkim, domain, selector)? {
                 Some(value) => out.push(record(name, RecordData::Txt(value), zone, fwd, None)),
                 None => set.warnings.push(Warning {
                     zone: zone.to_string(),
@@ -453,7 +453,7 @@ fn mta_sts_policy(site: &Site, domain: &DomainName, sts: &MtaSts) -> MtaStsPolic
 fn dkim_value(
     lookup: DkimLookup,
     domain: &DomainName,
-    selector: &str,
+    selector: &Selector,
 ) -> Result<Option<String>, DnsError> {
     let (store, required) = match lookup {
         DkimLookup::Require(store) => (Some(store), true),
@@ -467,7 +467,7 @@ fn dkim_value(
     let Some(store) = store else {
         return Ok(None);
     };
-    match store.dkim_key(domain.as_str(), selector) {
+    match store.dkim_key(domain, selector) {
         Ok(key) => Ok(Some(key.dns_txt_value())),
         Err(SecretsError::MissingKey { .. }) if !required => Ok(None),
         Err(e) => Err(wrap(e)),

@@ -155,9 +155,6 @@ pub enum KeyError {
     #[error("not a valid PEM private key: {0}")]
     Malformed(String),
 
-    #[error("unknown DKIM algorithm {0:?}; valid: rsa-2048, rsa-3072, rsa-4096, ed25519")]
-    UnknownAlgorithm(String),
-
     #[error("key generation failed: {0}")]
     Generation(String),
 }

@@ -29,21 +29,21 @@
 //!   the old or the new file, never half of one. chasquid >= 1.12 treats a malformed users file
 //!   on reload as fatal, so a torn file would take the mail server down.
 //! - **Plaintext passwords are never stored**; only chasquid's scrypt hash.
-//! - **Names are path components**, so domains, local parts and selectors are checked against a
-//!   strict ASCII subset before any path is built (no `..`, no `/`).
+//! - **Names are path components**, so the store only takes the site's typed names
+//!   ([`DomainName`](crate::site::DomainName), [`LocalPart`](crate::site::LocalPart),
+//!   [`Selector`](crate::site::Selector)): their validation already keeps them to a strict
+//!   ASCII subset without `/` or `..`, and it is the same check the site file gets.
 
 pub mod cli;
 mod dkim;
 mod error;
-mod names;
 mod password;
 mod store;
 mod textproto;
 mod userdb;
 
-pub use dkim::{DkimAlgorithm, DkimKey, KeyKind, MIN_RSA_BITS, dns_txt_value, generate};
+pub use dkim::{DkimKey, KeyKind, MIN_RSA_BITS, dns_txt_value, generate};
 pub use error::{KeyError, SecretsError};
-pub use names::{normalize_domain, normalize_local_part, validate_selector};
 pub use password::{
     MIN_PASSWORD_CHARS, Password, read_password_from, read_password_twice_from_tty,
 };

@@ -23,7 +23,7 @@ pub mod user_data;
 use std::path::{Path, PathBuf};
 
 use crate::output::OutputFile;
-use crate::secrets::{ACME_ENV, SecretStore, SecretsError, normalize_local_part};
+use crate::secrets::{ACME_ENV, SecretStore, SecretsError};
 use crate::site::{Host, HostName, Site};
 
 pub use user_data::{StagedFile, TLS_FULLCHAIN, TLS_PRIVKEY};
@@ -240,19 +240,12 @@ pub fn collect(site: &Site, site_path: &Path, secrets: &Path) -> Result<Material
     let mut files = Vec::new();
 
     for (domain, spec) in site.domains.iter() {
-        let domain = domain.as_str();
-        let users_path = store.users_path(domain).map_err(store_err)?;
+        let users_path = store.users_path(domain);
         let db = store.user_db(domain).map_err(store_err)?;
-        let listed: Vec<String> = spec
-            .users
-            .iter()
-            .map(|u| normalize_local_part(u.as_str()))
-            .collect::<Result<_, _>>()
-            .map_err(store_err)?;
-        for local in &listed {
-            if db.get(local).is_none() {
+        for local in &spec.users {
+            if db.get(local.as_str()).is_none() {
                 return Err(SeedError::MissingUser {
-                    local: local.clone(),
+                    local: local.to_string(),
                     domain: domain.to_string(),
                     site: site_path.to_path_buf(),
                     path: users_path,
@@ -261,7 +254,10 @@ pub fn collect(site: &Site, site_path: &Path, secrets: &Path) -> Result<Material
         }
         // The site file is the source of truth for who may log in; a hash left in the store
         // for someone no longer listed must not quietly keep working on every host.
-        if let Some((local, _)) = db.users().find(|(l, _)| !listed.iter().any(|x| x == l)) {
+        if let Some((local, _)) = db
+            .users()
+            .find(|(l, _)| !spec.users.iter().any(|u| u.as_str() == *l))
+        {
             return Err(SeedError::UnlistedUser {
                 local: local.to_string(),
                 domain: domain.to_string(),
@@ -277,8 +273,7 @@ pub fn collect(site: &Site, site_path: &Path, secrets: &Path) -> Result<Material
         }
 
         for (selector, algorithm) in spec.dkim.selectors.iter() {
-            let selector = selector.as_str();
-            let path = store.dkim_path(domain, selector).map_err(store_err)?;
+            let path = store.dkim_path(domain, selector);
             let key = match store.dkim_key(domain, selector) {
                 Ok(key) => key,
                 Err(SecretsError::MissingKey { .. }) => {
