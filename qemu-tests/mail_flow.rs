@@ -121,13 +121,13 @@ impl Site {
         );
         store
             .write_secret(
-                mailbake::seed::TLS_FULLCHAIN,
+                mailbake::secrets::TLS_FULLCHAIN,
                 &fs::read(certs.join("cert.pem")).unwrap(),
             )
             .unwrap();
         store
             .write_secret(
-                mailbake::seed::TLS_PRIVKEY,
+                mailbake::secrets::TLS_PRIVKEY,
                 &fs::read(certs.join("key.pem")).unwrap(),
             )
             .unwrap();

@@ -6,6 +6,7 @@
 pub mod boot;
 pub mod build;
 pub mod dns;
+pub mod epoch;
 pub mod fetch;
 pub mod image;
 pub mod output;

@@ -91,9 +91,11 @@ impl Fixture {
         store.write_secret("acme.env", ACME_ENV).expect("acme.env");
         let (cert, key) = self_signed();
         store
-            .write_secret(seed::TLS_FULLCHAIN, &cert)
+            .write_secret(mailbake::secrets::TLS_FULLCHAIN, &cert)
             .expect("cert");
-        store.write_secret(seed::TLS_PRIVKEY, &key).expect("key");
+        store
+            .write_secret(mailbake::secrets::TLS_PRIVKEY, &key)
+            .expect("key");
         Fixture { dir }
     }
 
@@ -111,7 +113,7 @@ impl Fixture {
 
     fn seeds(&self) -> Result<Vec<seed::HostSeed>, seed::SeedError> {
         let loaded = mailbake::site::load(&self.site()).expect("site loads");
-        seed::build(&loaded.site, &self.site(), &self.secrets())
+        seed::build(&loaded, Some(&self.store()))
     }
 
     /// Every secret's bytes, labelled: users databases, their salts and hashes as they appear
@@ -164,7 +166,7 @@ impl Fixture {
         out.push(("acme.env".into(), ACME_ENV.to_vec()));
         out.push(("tsig secret".into(), b"c2VjcmV0LXRzaWctdGVzdA==".to_vec()));
         let key = store
-            .read_secret(seed::TLS_PRIVKEY)
+            .read_secret(mailbake::secrets::TLS_PRIVKEY)
             .unwrap()
             .unwrap()
             .to_vec();
@@ -518,7 +520,7 @@ fn user_data_carries_identity_operator_and_every_secret() {
     );
     assert_eq!(staged("/etc/mailbake/acme.env"), ACME_ENV);
     let key = store
-        .read_secret(seed::TLS_PRIVKEY)
+        .read_secret(mailbake::secrets::TLS_PRIVKEY)
         .unwrap()
         .unwrap()
         .to_vec();

@@ -127,11 +127,23 @@ impl RecordSet {
 /// Where DKIM public keys come from.
 #[derive(Clone, Copy, Debug)]
 pub enum DkimLookup<'a> {
-    /// Every selector of the site must have a key in this store (`mailbake dns`).
+    /// Every selector of the site must have a key in this store (`mailbake dns` and
+    /// `mailbake build`: a record is derived from its key, never invented).
     Require(&'a SecretStore),
-    /// Selectors without a key (or without a store) are left out with a warning
-    /// (`mailbake build`, which must work before keys exist).
+    /// Selectors without a key (or without a store) are left out with a warning: for looking
+    /// at a site's records before its keys exist.
     SkipMissing(Option<&'a SecretStore>),
+}
+
+impl<'a> DkimLookup<'a> {
+    /// Keys from the site's store, as [`crate::secrets::open_for_site`] opened it. Without a
+    /// store the site has no DKIM selectors (that is the rule), so nothing is left out.
+    pub fn from_store(store: Option<&'a SecretStore>) -> DkimLookup<'a> {
+        match store {
+            Some(store) => DkimLookup::Require(store),
+            None => DkimLookup::SkipMissing(None),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

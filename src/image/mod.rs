@@ -37,10 +37,6 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// SOURCE_DATE_EPOCH used when the environment sets none: the same as `build`'s, any fixed
-/// value works, it only has to be the same for every build.
-pub const DEFAULT_SOURCE_DATE_EPOCH: i64 = crate::build::DEFAULT_SOURCE_DATE_EPOCH as i64;
-
 /// Filesystem label of the root partition. Ubuntu's cloud images use this label and their
 /// `/etc/fstab` names the root by it, so the same image layout serves both bases.
 pub const ROOT_LABEL: &str = "cloudimg-rootfs";

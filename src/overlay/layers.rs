@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Deserialize;
 
-use super::tree::{Content, Entry};
+use super::tree::{Content, Entry, Origin};
 
 const DESCRIPTOR: &str = "layer.yaml";
 const TEMPLATE_SUFFIX: &str = ".j2";
@@ -138,7 +138,7 @@ pub fn render(
     // A typo in a template must fail the build, not render an empty string into a config.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
-    let origin = format!("layer {}", layer.name);
+    let origin = Origin::Layer(layer.name.clone());
     let domains: Vec<serde_json::Value> = context
         .get("domains")
         .and_then(|d| d.as_array())

@@ -13,6 +13,16 @@ pub enum SecretsError {
     StoreMissing { path: PathBuf },
 
     #[error(
+        "{} needs a secrets store, but {} does not exist; it would hold:{needs}\n  fix: create it with the commands above (SITE is the site file), or pass --secrets DIR if the store is elsewhere", site.display(), path.display()
+    )]
+    StoreNeeded {
+        site: PathBuf,
+        path: PathBuf,
+        /// One `\n  - ` line per [`super::required::Need`].
+        needs: String,
+    },
+
+    #[error(
         "{path} is {what} (mode {mode:04o}); secrets must be private to their owner\n  fix: chmod {fix_mode} '{path}' (and treat its contents as leaked if others could read it)"
     )]
     Insecure {

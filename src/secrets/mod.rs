@@ -3,7 +3,8 @@
 //!
 //! Secrets never enter the site file (it lives in git) nor the image (it is public): they live
 //! in a directory of their own, by default `secrets/` beside the site file, and only the seed
-//! stage copies them out.
+//! stage copies them out. [`open_for_site`] opens it by the one rule for when a site needs
+//! one ([`needs`]).
 //!
 //! # Store layout
 //!
@@ -17,7 +18,9 @@
 //! │   └── <domain>/                 0700
 //! │       └── <selector>.pem        0600  PKCS#8 `PRIVATE KEY` (RSA >= 2048 or Ed25519):
 //! │                                       copied to /etc/chasquid/domains/<domain>/dkim:<selector>.pem
-//! └── acme.env                      0600  DNS-provider credentials for ACME (see [`ACME_ENV`])
+//! ├── acme.env                      0600  DNS-provider credentials for ACME (see [`ACME_ENV`])
+//! ├── tls-fullchain.pem             0600  with `tls.files`: the certificate chain ([`TLS_FULLCHAIN`])
+//! └── tls-privkey.pem               0600  with `tls.files`: its private key ([`TLS_PRIVKEY`])
 //! ```
 //!
 //! Rules the store enforces, and why:
@@ -38,6 +41,7 @@ pub mod cli;
 mod dkim;
 mod error;
 mod password;
+mod required;
 mod store;
 mod textproto;
 mod userdb;
@@ -47,7 +51,8 @@ pub use error::{KeyError, SecretsError};
 pub use password::{
     MIN_PASSWORD_CHARS, Password, read_password_from, read_password_twice_from_tty,
 };
-pub use store::{ACME_ENV, SecretStore};
+pub use required::{Need, needs, open_for_site};
+pub use store::{ACME_ENV, SecretStore, TLS_FULLCHAIN, TLS_PRIVKEY};
 pub use userdb::{
     Credential, SCRYPT_KEY_LEN, SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R, SCRYPT_SALT_LEN, ScryptHash,
     UserDb, hash_password,

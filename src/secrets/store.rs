@@ -16,6 +16,10 @@ use crate::site::{DkimAlgorithm, DomainName, LocalPart, Selector};
 
 /// File name, at the store's top level, of the ACME DNS-provider credentials.
 pub const ACME_ENV: &str = "acme.env";
+/// File name, at the store's top level, of the certificate chain when the site sets `tls.files`.
+pub const TLS_FULLCHAIN: &str = "tls-fullchain.pem";
+/// File name, at the store's top level, of the certificate's private key (`tls.files`).
+pub const TLS_PRIVKEY: &str = "tls-privkey.pem";
 
 const USERS_DIR: &str = "users";
 const DKIM_DIR: &str = "dkim";

@@ -22,10 +22,6 @@ use crate::site::{Host, HostName, Site};
 /// Where user-data stages files for `mailbake-apply-seed`; on tmpfs, so the staged copies of
 /// the secrets do not outlive the boot that installs them.
 pub const STAGE_DIR: &str = "/run/mailbake/seed";
-/// The secrets-store file holding the certificate chain when the site sets `tls.files`.
-pub const TLS_FULLCHAIN: &str = "tls-fullchain.pem";
-/// The secrets-store file holding the certificate's private key when the site sets `tls.files`.
-pub const TLS_PRIVKEY: &str = "tls-privkey.pem";
 
 /// A file the seed installs on the host.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,15 +63,15 @@ impl StagedFile {
 pub fn host_files(host: &Host, material: &Material) -> (Vec<String>, Vec<StagedFile>) {
     let mut dirs = Vec::new();
     let mut files = material.files.clone();
-    if let Some((fullchain, privkey)) = &material.tls {
+    if let Some(tls) = &material.tls {
         let dir = format!("/etc/chasquid/certs/{}", host.fqdn);
         files.push(StagedFile::chasquid_secret(
             format!("{dir}/fullchain.pem"),
-            fullchain.clone(),
+            tls.fullchain.clone(),
         ));
         files.push(StagedFile::chasquid_secret(
             format!("{dir}/privkey.pem"),
-            privkey.clone(),
+            tls.privkey.clone(),
         ));
         dirs.push(dir);
     }
