@@ -21,6 +21,7 @@ use anyhow::Context;
 use crate::fetch::{self, Cache, Lock};
 use crate::output::{self, OutputFile, Written};
 use crate::overlay::{self, PackagePayload, archive};
+use crate::template::SiteContext;
 use crate::{dns, secrets, seed, site};
 
 #[derive(Clone, Debug)]
@@ -58,9 +59,10 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
     );
     let store = secrets::open_for_site(&loaded, &opts.secrets)?;
     let lock = Lock::load(&opts.lock)?;
-    let layers = overlay::render(&loaded, &opts.layers)
+    let context = SiteContext::for_site(&loaded)?;
+    let layers = overlay::render(&context, &opts.layers)
         .with_context(|| format!("rendering the layers in {}", opts.layers.display()))?;
-    let seeds = seed::build(&loaded, store.as_ref())?;
+    let seeds = seed::build(&loaded, &context, store.as_ref())?;
     let _ = writeln!(
         progress,
         "seeds: {} host(s), secrets from {}",

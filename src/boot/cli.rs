@@ -135,7 +135,8 @@ fn seed_for_host(
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| crate::secrets::SecretStore::default_path(site));
     let store = crate::secrets::open_for_site(&loaded, &secrets)?;
-    let seeds = crate::seed::build(&loaded, store.as_ref())?;
+    let context = crate::template::SiteContext::for_site(&loaded)?;
+    let seeds = crate::seed::build(&loaded, &context, store.as_ref())?;
     let names: Vec<&str> = seeds.iter().map(|s| s.host.as_str()).collect();
     let chosen = match host {
         Some(h) => seeds.iter().find(|s| s.host == h).with_context(|| {

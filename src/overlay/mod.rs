@@ -3,20 +3,18 @@
 //! secret: users, keys and credentials reach hosts through their seeds.
 //!
 //! Two steps, so that a build checks every input before its expensive work: [`render`] reads
-//! the layers and the site's CA files and renders every template (cheap, and where mistakes
-//! are); [`Rendered::assemble`] then lays the packages' payloads down and the rendered layers
-//! over them.
+//! the layers and renders every template with the site's [`SiteContext`] (cheap, and where
+//! mistakes are); [`Rendered::assemble`] then lays the packages' payloads down and the
+//! rendered layers over them.
 
-pub mod acme_ca;
 pub mod archive;
-pub mod context;
 pub mod layers;
 pub mod packages;
 pub mod tree;
 
 use std::path::Path;
 
-use crate::site::LoadedSite;
+use crate::template::{self, SiteContext};
 use layers::Layer;
 pub use packages::{PackageError, PackagePayload};
 use tree::{Entry, OnExisting, Origin, Tree, TreeError};
@@ -32,8 +30,6 @@ pub enum OverlayError {
     )]
     MissingPackage { layer: String, package: String },
     #[error(transparent)]
-    AcmeCa(#[from] acme_ca::AcmeCaError),
-    #[error(transparent)]
     Package(#[from] PackageError),
 }
 
@@ -43,15 +39,13 @@ pub struct Rendered {
     layers: Vec<(Layer, Vec<(String, Entry)>)>,
 }
 
-/// Renders the layers under `layers_dir` for the site; relative paths of the site file (ACME
-/// CA certificates) are resolved against its directory.
-pub fn render(loaded: &LoadedSite, layers_dir: &Path) -> Result<Rendered, OverlayError> {
-    let site = &loaded.site;
-    let context = context::for_site(site, acme_ca::bundle(site, &loaded.dir)?.as_deref());
+/// Renders the layers under `layers_dir` for the site `context` describes.
+pub fn render(context: &SiteContext, layers_dir: &Path) -> Result<Rendered, OverlayError> {
+    let env = template::environment();
     let layers = layers::discover(layers_dir)?
         .into_iter()
         .map(|layer| {
-            let entries = layers::render(&layer, &context)?;
+            let entries = layers::render(&layer, context, &env)?;
             Ok((layer, entries))
         })
         .collect::<Result<_, OverlayError>>()?;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::SeedError;
-use super::user_data::StagedFile;
+use super::files::StagedFile;
 use crate::secrets::{ACME_ENV, KeyKind, SecretStore, SecretsError, TLS_FULLCHAIN, TLS_PRIVKEY};
 use crate::site::{Domain, DomainName, LoadedSite};
 
