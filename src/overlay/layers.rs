@@ -2,8 +2,9 @@
 //!
 //! A layer is copied file by file with these rules:
 //! - `layer.yaml` describes the layer (its packages, special file modes) and is not copied;
-//! - a file ending in `.j2` is a minijinja template rendered with the site context and written
-//!   without the suffix; a template that renders to nothing but white space is left out
+//! - a file ending in `.j2` is a minijinja template rendered with the site's
+//!   [`SiteContext`] in the strict environment of [`crate::template`], and written without
+//!   the suffix; a template that renders to nothing but white space is left out
 //!   (optional configuration, such as ACME settings for a site without ACME);
 //! - a path segment `[domain]` repeats the entry once per mail domain of the site, with the
 //!   template variable `domain` bound to that domain;

@@ -195,88 +195,95 @@ pub fn run_dkim(command: &DkimCommand, out: &mut dyn Write) -> anyhow::Result<()
             store,
             domain,
             force,
-        } => {
-            let loaded = load(store)?;
-            let (domain, d) = site_domain(&loaded, domain)?;
-            if d.dkim.selectors.is_empty() {
-                bail!(
-                    "{domain} has no DKIM selectors in {}; add `dkim: {{ selectors: {{ 2026a-rsa: rsa-2048, 2026a-ed: ed25519 }} }}`",
-                    loaded.path.display()
-                );
-            }
-            let secrets = store.open_or_create()?;
-            for (selector, algorithm) in d.dkim.selectors.iter() {
-                let exists = secrets
-                    .list_dkim_selectors(&domain)?
-                    .iter()
-                    .any(|s| s == selector.as_str());
-                if exists && !force {
-                    writeln!(out, "{selector}._domainkey.{domain}: key exists, kept")?;
-                    continue;
-                }
-                secrets.dkim_keygen(&domain, selector, *algorithm, *force)?;
-                writeln!(
-                    out,
-                    "{selector}._domainkey.{domain}: generated {algorithm} key"
-                )?;
-            }
-            let secrets_arg = store
-                .secrets
-                .as_ref()
-                .map(|dir| format!(" --secrets {}", dir.display()))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "publish the records printed by `mailbake dns {}{secrets_arg}`",
-                store.site.display()
-            )?;
-        }
-        DkimCommand::Rotate { store, domain, to } => {
-            let loaded = load(store)?;
-            let (domain, d) = site_domain(&loaded, domain)?;
-            let secrets = store.open_or_create()?;
-            let mut new = Vec::new();
-            for (selector, algorithm) in d.dkim.selectors.iter() {
-                let suffix = match algorithm {
-                    DkimAlgorithm::Ed25519 => "ed",
-                    _ => "rsa",
-                };
-                let name = Selector::try_from(format!("{to}-{suffix}"))
-                    .map_err(|e| anyhow::anyhow!("--to {to}: {e}"))?;
-                if d.dkim
-                    .selectors
-                    .keys()
-                    .chain(d.dkim.retired.keys())
-                    .any(|s| *s == name)
-                {
-                    bail!("selector {name} is already in the site file; pick another --to prefix");
-                }
-                secrets
-                    .dkim_keygen(&domain, &name, *algorithm, false)
-                    .with_context(|| {
-                        format!("generating the key for {name} (replacing {selector})")
-                    })?;
-                new.push((name, *algorithm));
-            }
-            writeln!(
-                out,
-                "generated keys for the new selectors; now change {} to:",
-                loaded.path.display()
-            )?;
-            writeln!(out, "    dkim:\n      selectors:")?;
-            for (name, algorithm) in &new {
-                writeln!(out, "        {name}: {algorithm}")?;
-            }
-            writeln!(out, "      retired:")?;
-            for (name, algorithm) in d.dkim.selectors.iter().chain(d.dkim.retired.iter()) {
-                writeln!(out, "        {name}: {algorithm}")?;
-            }
-            writeln!(
-                out,
-                "publish the new records (`mailbake dns`), wait for DNS, rebuild and reseed; remove the retired selectors a few days later"
-            )?;
-        }
+        } => keygen(store, domain, *force, out),
+        DkimCommand::Rotate { store, domain, to } => rotate(store, domain, to, out),
     }
+}
+
+/// `mailbake dkim keygen`: a key for every selector of `domain` that has none (or all, with
+/// `force`).
+fn keygen(store: &StoreArgs, domain: &str, force: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let loaded = load(store)?;
+    let (domain, d) = site_domain(&loaded, domain)?;
+    if d.dkim.selectors.is_empty() {
+        bail!(
+            "{domain} has no DKIM selectors in {}; add `dkim: {{ selectors: {{ 2026a-rsa: rsa-2048, 2026a-ed: ed25519 }} }}`",
+            loaded.path.display()
+        );
+    }
+    let secrets = store.open_or_create()?;
+    for (selector, algorithm) in d.dkim.selectors.iter() {
+        let exists = secrets
+            .list_dkim_selectors(&domain)?
+            .iter()
+            .any(|s| s == selector.as_str());
+        if exists && !force {
+            writeln!(out, "{selector}._domainkey.{domain}: key exists, kept")?;
+            continue;
+        }
+        secrets.dkim_keygen(&domain, selector, *algorithm, force)?;
+        writeln!(
+            out,
+            "{selector}._domainkey.{domain}: generated {algorithm} key"
+        )?;
+    }
+    let secrets_arg = store
+        .secrets
+        .as_ref()
+        .map(|dir| format!(" --secrets {}", dir.display()))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "publish the records printed by `mailbake dns {}{secrets_arg}`",
+        store.site.display()
+    )?;
+    Ok(())
+}
+
+/// `mailbake dkim rotate`: keys for new selectors `<to>-rsa`/`<to>-ed`, and the site change
+/// that makes them sign while the old ones stay published.
+fn rotate(store: &StoreArgs, domain: &str, to: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let loaded = load(store)?;
+    let (domain, d) = site_domain(&loaded, domain)?;
+    let secrets = store.open_or_create()?;
+    let mut new = Vec::new();
+    for (selector, algorithm) in d.dkim.selectors.iter() {
+        let suffix = match algorithm {
+            DkimAlgorithm::Ed25519 => "ed",
+            _ => "rsa",
+        };
+        let name = Selector::try_from(format!("{to}-{suffix}"))
+            .map_err(|e| anyhow::anyhow!("--to {to}: {e}"))?;
+        if d.dkim
+            .selectors
+            .keys()
+            .chain(d.dkim.retired.keys())
+            .any(|s| *s == name)
+        {
+            bail!("selector {name} is already in the site file; pick another --to prefix");
+        }
+        secrets
+            .dkim_keygen(&domain, &name, *algorithm, false)
+            .with_context(|| format!("generating the key for {name} (replacing {selector})"))?;
+        new.push((name, *algorithm));
+    }
+    writeln!(
+        out,
+        "generated keys for the new selectors; now change {} to:",
+        loaded.path.display()
+    )?;
+    writeln!(out, "    dkim:\n      selectors:")?;
+    for (name, algorithm) in &new {
+        writeln!(out, "        {name}: {algorithm}")?;
+    }
+    writeln!(out, "      retired:")?;
+    for (name, algorithm) in d.dkim.selectors.iter().chain(d.dkim.retired.iter()) {
+        writeln!(out, "        {name}: {algorithm}")?;
+    }
+    writeln!(
+        out,
+        "publish the new records (`mailbake dns`), wait for DNS, rebuild and reseed; remove the retired selectors a few days later"
+    )?;
     Ok(())
 }
 
