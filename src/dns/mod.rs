@@ -5,7 +5,7 @@
 //! addresses name them back (walkthrough steps 1 and 8), SPF, DKIM and DMARC so receivers can
 //! tell our mail from forgeries (steps 6, 12, 13), and optionally MTA-STS and TLS-RPT.
 //!
-//! [`records`] turns a [`Site`](crate::site::Site) (plus the public halves of the DKIM keys in
+//! [`records`](fn@records) turns a [`Site`](crate::site::Site) (plus the public halves of the DKIM keys in
 //! the secrets store) into a [`RecordSet`]; [`zone`], [`table`] and [`json`] render it:
 //!
 //! - `zone`: zone-file fragments, one per zone, with absolute names. They carry no SOA or NS
