@@ -53,7 +53,7 @@ fn server() -> Server {
     let ca = install_certificate(&config_dir, "smtp.example.com", dir.path());
     let users = SecretStore::open(&secrets)
         .expect("store")
-        .user_db_bytes("example.com")
+        .user_db_bytes(&mailbake::site::DomainName::try_from("example.com").expect("a domain"))
         .expect("users")
         .expect("users file");
     std::fs::write(config_dir.join("domains/example.com/users"), users).expect("users");

@@ -18,7 +18,7 @@ pub fn dkim_keys(site: &Site, store: Result<&SecretStore, &str>) -> DkimKeys {
             let value = match store {
                 Err(why) => Err(why.to_string()),
                 Ok(store) => store
-                    .dkim_key(domain.as_str(), selector.as_str())
+                    .dkim_key(domain, selector)
                     .map(|key| key.dns_txt_value())
                     .map_err(|e| e.to_string()),
             };

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::dns::{LookupError, MemoryZone, Record, RecordType};
 use super::test_server::{Behaviour, RouteDialer, TestServer, https_server, pki};
 use super::{Check, Context, Section, Status, Trust, dkim_keys, run};
-use crate::secrets::{DkimAlgorithm, SecretStore};
+use crate::secrets::SecretStore;
+use crate::site::{DkimAlgorithm, DomainName, Selector};
 use crate::site::{HostName, Site};
 
 const SITE: &str = r#"
@@ -34,6 +35,14 @@ hosts:
 const V6: &str = "2001:db8:1::10";
 const V6_PTR: &str = "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa";
 
+fn domain() -> DomainName {
+    DomainName::try_from("example.com").expect("a domain")
+}
+
+fn selector_name(s: &str) -> Selector {
+    Selector::try_from(s).expect("a selector")
+}
+
 struct Fixture {
     site: Site,
     store: SecretStore,
@@ -48,7 +57,12 @@ impl Fixture {
         let store = SecretStore::create(dir.path().join("secrets")).expect("store");
         for selector in ["2026b-ed", "2026a-ed"] {
             store
-                .dkim_keygen("example.com", selector, DkimAlgorithm::Ed25519, false)
+                .dkim_keygen(
+                    &domain(),
+                    &selector_name(selector),
+                    DkimAlgorithm::Ed25519,
+                    false,
+                )
                 .expect("keygen");
         }
         Fixture {
@@ -76,7 +90,10 @@ impl Fixture {
             zone.add(name, Record::Txt(text.into()));
         }
         // A retired selector stays published with its key.
-        let retired = self.store.dkim_key("example.com", "2026a-ed").expect("key");
+        let retired = self
+            .store
+            .dkim_key(&domain(), &selector_name("2026a-ed"))
+            .expect("key");
         zone.add(
             "2026a-ed._domainkey.example.com",
             Record::Txt(retired.dns_txt_value()),
@@ -347,7 +364,10 @@ fn a_retired_selector_that_is_no_longer_published_fails() {
     let checks = checks(&f, zone, &[Section::Dkim]);
     let c = find(&checks, "2026a-ed._domainkey.example.com");
     assert_status(c, Status::Fail, "retired selector not published");
-    let key = f.store.dkim_key("example.com", "2026a-ed").expect("key");
+    let key = f
+        .store
+        .dkim_key(&domain(), &selector_name("2026a-ed"))
+        .expect("key");
     assert!(
         c.fix
             .as_deref()
