@@ -89,15 +89,6 @@ impl Fixture {
         ] {
             zone.add(name, Record::Txt(text.into()));
         }
-        // A retired selector stays published with its key.
-        let retired = self
-            .store
-            .dkim_key(&domain(), &selector_name("2026a-ed"))
-            .expect("key");
-        zone.add(
-            "2026a-ed._domainkey.example.com",
-            Record::Txt(retired.dns_txt_value()),
-        );
         zone
     }
 
