@@ -24,6 +24,8 @@ use super::spf_eval::{self, RecordingCache, SpfEvaluation};
 /// mox's bounds: 10 s to dial or to get one answer, 30 s for a whole check.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long hickory waits for one server's answer (one try): inside [`LOOKUP_TIMEOUT`].
+const SERVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the live resolver could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +77,7 @@ impl LiveResolver {
         };
         // Public DNS is what receivers see: no hosts file, one bounded try per server.
         opts.use_hosts_file = ResolveHosts::Never;
-        opts.timeout = Duration::from_secs(5);
+        opts.timeout = SERVER_TIMEOUT;
         opts.attempts = 1;
         opts.edns0 = true;
         opts.cache_size = 256;
@@ -154,7 +156,7 @@ fn classify(error: NetError) -> Answer {
         NetError::Dns(DnsError::ResponseCode(code)) => {
             Err(LookupError::Failed(format!("the server answered {code}")))
         }
-        NetError::Timeout => Err(LookupError::Timeout(LOOKUP_TIMEOUT)),
+        NetError::Timeout => Err(LookupError::Timeout(SERVER_TIMEOUT)),
         _ => Err(LookupError::Failed(error.to_string())),
     }
 }

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use super::{ask, texts};
+use super::{RESOLVER_FIX, ask, texts};
 use crate::site::DomainName;
 use crate::verify::dns::{LookupError, RecordType, Resolver};
 use crate::verify::net::Dialer;
@@ -118,7 +118,7 @@ async fn one<R: Resolver, D: Dialer>(
         Err(e) => {
             return builder
                 .evidence(evidence)
-                .fail(format!("the TXT lookup failed: {e}"), fix);
+                .fail(format!("the TXT lookup failed: {e}"), RESOLVER_FIX);
         }
     };
     let text = match published.as_slice() {

@@ -4,7 +4,7 @@
 use mail_auth::common::parse::TxtRecordParser as _;
 use mail_auth::dmarc::{Dmarc, Policy};
 
-use super::{ask, publish_txt, texts};
+use super::{RESOLVER_FIX, ask, publish_txt, texts};
 use crate::site::DomainName;
 use crate::verify::dns::{LookupError, RecordType, Resolver};
 use crate::verify::net::Dialer;
@@ -33,10 +33,11 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
                 .collect(),
             Err(LookupError::NxDomain) => Vec::new(),
             Err(e) => {
-                return vec![builder.evidence(evidence).fail(
-                    format!("the TXT lookup failed: {e}"),
-                    "check that the resolver reaches the domain's name servers, then run again",
-                )];
+                return vec![
+                    builder
+                        .evidence(evidence)
+                        .fail(format!("the TXT lookup failed: {e}"), RESOLVER_FIX),
+                ];
             }
         };
     let Some(site_policy) = site_policy else {
@@ -160,7 +161,7 @@ async fn authorization<R: Resolver, D: Dialer>(
         ),
         Err(e) => builder
             .evidence(evidence)
-            .fail(format!("the TXT lookup failed: {e}"), fix),
+            .fail(format!("the TXT lookup failed: {e}"), RESOLVER_FIX),
     }
 }
 

@@ -22,6 +22,10 @@ use super::{Context, Section, Task};
 use crate::dns::{Record as ExpectedRecord, RecordData};
 use crate::site::{Host, HostName};
 
+/// The fix for a lookup that got no answer at all.
+const RESOLVER_FIX: &str =
+    "check that the resolver reaches the domain's name servers, then run again";
+
 pub(super) fn tasks<R: Resolver, D: Dialer>(
     ctx: &Arc<Context<R, D>>,
     section: Section,

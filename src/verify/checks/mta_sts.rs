@@ -5,7 +5,7 @@
 use mail_auth::common::parse::TxtRecordParser as _;
 use mail_auth::mta_sts::MtaSts;
 
-use super::{ask, publish_txt, texts};
+use super::{RESOLVER_FIX, ask, publish_txt, texts};
 use crate::site::DomainName;
 use crate::verify::dns::{LookupError, RecordType, Resolver};
 use crate::verify::https;
@@ -36,7 +36,7 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
             out.push(
                 builder
                     .evidence(evidence)
-                    .fail(format!("the TXT lookup failed: {e}"), fix),
+                    .fail(format!("the TXT lookup failed: {e}"), RESOLVER_FIX),
             );
             return out;
         }

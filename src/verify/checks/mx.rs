@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::{ask, expected_lines, host_addresses};
+use super::{RESOLVER_FIX, ask, expected_lines, host_addresses};
 use crate::dns::RecordData;
 use crate::site::DomainName;
 use crate::verify::dns::{LookupError, Record, RecordType, Resolver};
@@ -48,10 +48,9 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
                 .fail(format!("{domain} does not exist in DNS"), fix);
         }
         Err(e) => {
-            return builder.evidence(evidence).fail(
-                format!("the MX lookup failed: {e}"),
-                "check that the resolver reaches the domain's name servers, then run again",
-            );
+            return builder
+                .evidence(evidence)
+                .fail(format!("the MX lookup failed: {e}"), RESOLVER_FIX);
         }
     };
     if mx.is_empty() {

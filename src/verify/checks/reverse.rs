@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::{ask, host};
+use super::{RESOLVER_FIX, ask, host};
 use crate::site::HostName;
 use crate::verify::dns::{LookupError, Record, RecordType, Resolver};
 use crate::verify::net::Dialer;
@@ -36,7 +36,7 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
             Err(e) => {
                 return builder
                     .evidence(evidence)
-                    .fail(format!("the PTR lookup failed: {e}"), fix);
+                    .fail(format!("the PTR lookup failed: {e}"), RESOLVER_FIX);
             }
         };
     if names.is_empty() {

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use mail_auth::SpfResult;
 use mail_auth::common::parse::TxtRecordParser as _;
 
-use super::{ask, host, host_addresses, publish_txt, texts};
+use super::{RESOLVER_FIX, ask, host, host_addresses, publish_txt, texts};
 use crate::site::{DomainName, SpfPolicy};
 use crate::verify::dns::{RecordType, Resolver};
 use crate::verify::net::Dialer;
@@ -46,10 +46,11 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
             .collect::<Vec<_>>(),
         Err(crate::verify::LookupError::NxDomain) => Vec::new(),
         Err(e) => {
-            out.push(record.evidence(evidence).fail(
-                format!("the TXT lookup failed: {e}"),
-                "check that the resolver reaches the domain's name servers, then run again",
-            ));
+            out.push(
+                record
+                    .evidence(evidence)
+                    .fail(format!("the TXT lookup failed: {e}"), RESOLVER_FIX),
+            );
             return out;
         }
     };

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use mail_auth::common::parse::TxtRecordParser as _;
 use mail_auth::mta_sts::{ReportUri, TlsRpt};
 
-use super::{ask, publish_txt, texts};
+use super::{RESOLVER_FIX, ask, publish_txt, texts};
 use crate::site::DomainName;
 use crate::verify::dns::{LookupError, RecordType, Resolver};
 use crate::verify::net::Dialer;
@@ -32,7 +32,7 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
         Err(e) => {
             return builder
                 .evidence(evidence)
-                .fail(format!("the TXT lookup failed: {e}"), fix);
+                .fail(format!("the TXT lookup failed: {e}"), RESOLVER_FIX);
         }
     };
     let rpt: Vec<&String> = records
