@@ -19,7 +19,7 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
-    /// Where the entry came from (`layer chasquid`, `package lego 4.9.1-2`), for messages.
+    /// Where the entry came from (`layer chasquid`, `package lego 4.35.2-3~bpo13+1`), for messages.
     pub origin: String,
 }
 
