@@ -3,7 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::site::{AliasTarget, Site};
+use crate::secrets::textproto::quote_text;
+use crate::site::{AliasTarget, ChasquidSettings, Site};
 
 /// `acme_ca` is the checked PEM bundle of `tls.acme.ca_certificates` (see [`super::acme_ca`]).
 pub fn for_site(site: &Site, acme_ca: Option<&str>) -> Value {
@@ -56,8 +57,21 @@ pub fn for_site(site: &Site, acme_ca: Option<&str>) -> Value {
     json!({
         "site": site.site.as_str(),
         "domains": domains,
-        "chasquid": { "max_data_size_mb": site.chasquid.max_data_size_mb },
+        "chasquid": chasquid(&site.chasquid),
         "acme": acme,
+    })
+}
+
+/// chasquid.conf's values. Strings come quoted for the protobuf text format already, so the
+/// template never places a site value between quotes itself.
+fn chasquid(settings: &ChasquidSettings) -> Value {
+    json!({
+        "max_data_size_mb": settings.max_data_size_mb,
+        "max_queue_items": settings.max_queue_items,
+        "give_up_send_after": quote_text(settings.give_up_send_after.as_str()),
+        "monitoring_address": settings
+            .monitoring_address
+            .map(|a| quote_text(&a.to_string())),
     })
 }
 

@@ -38,7 +38,7 @@ mod error;
 mod names;
 mod password;
 mod store;
-mod textproto;
+pub(crate) mod textproto;
 mod userdb;
 
 pub use dkim::{DkimAlgorithm, DkimKey, KeyKind, MIN_RSA_BITS, dns_txt_value, generate};
