@@ -9,8 +9,6 @@ use std::process::{Command, Output};
 
 use mailbake::secrets::{DkimAlgorithm, SecretStore};
 
-mod common;
-
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     match r {
         Ok(v) => v,
@@ -140,7 +138,7 @@ hosts:
 fn example_zones_pass_named_checkzone() {
     let tmp = ok(tempfile::tempdir());
     let secrets = tmp.path().join("secrets");
-    let site = common::example_site();
+    let site = testkit::example_site();
     store_for(&site, &secrets);
     let zones = fragments(&dns_ok(
         &site,
@@ -252,7 +250,7 @@ fn host_option_restricts_per_host_records() {
 fn example_table_snapshot() {
     let tmp = ok(tempfile::tempdir());
     let secrets = tmp.path().join("secrets");
-    let site = common::example_site();
+    let site = testkit::example_site();
     let keys = store_for(&site, &secrets);
     let table = dns_ok(
         &site,
@@ -287,7 +285,7 @@ Reverse DNS (PTR): set it in your VPS provider's panel
 fn example_json_snapshot() {
     let tmp = ok(tempfile::tempdir());
     let secrets = tmp.path().join("secrets");
-    let site = common::example_site();
+    let site = testkit::example_site();
     let keys = store_for(&site, &secrets);
     let printed = dns_ok(
         &site,

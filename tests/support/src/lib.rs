@@ -1,99 +1,151 @@
-//! Host side of the QEMU end-to-end tests: the pieces that "play the internet" for a booted mail
-//! server, and client probes.
+//! mailbake's test harness: one library every integration test uses (`tests/*.rs` and the boot
+//! tests in `qemu-tests/*.rs`), a dev-dependency of the `mailbake` package.
 //!
-//! - [`Dns`]: the real BIND `named`, authoritative only, for the test domains (MX, A, AAAA, TXT),
-//!   optionally accepting RFC 2136 updates signed with a TSIG key (for an ACME DNS-01 test).
-//! - [`Inbox`]: a plain receiving SMTP server standing in for Gmail; records every message.
-//! - [`probe`]: runs `qemu-tests/probe.py` (banner, EHLO, AUTH before TLS, submission, relay,
-//!   served certificate, DKIM verification) and returns its JSON answer.
+//! - [`consumers`]: the real programs generated files are checked with (the shipped chasquid
+//!   and chasquid-util, `mailbake build`), and the example site.
+//! - [`certs`]: throw-away certificates and a small CA.
+//! - [`netns`]: the test network, a "mini internet" in a network namespace of its own with the
+//!   site's real addresses and no route out; [`topology`] names its addresses.
+//! - [`dns`]: BIND as the authoritative server of the test zones (on loopback or in the netns).
+//! - [`receiver`]: the independent receiver standing in for Gmail: Postfix with rspamd as its
+//!   milter, judging SPF, DKIM, DMARC and ARC; Postfix verifies the client's reverse DNS.
+//! - [`internet`]: the zones of that world, the receiver and the third-party sender together,
+//!   and [`internet::Verdicts`], both verifiers' verdicts on one delivered message.
+//! - [`inbox`]: a small recording SMTP sink (for tests that need no verdicts).
+//! - [`probe`]: `qemu-tests/probe.py`, client probes as a user would make them, and the
+//!   second verifier `qemu-tests/verifier.py` (dkimpy, pyspf, dnspython).
+//! - [`tls_scan`]: testssl.sh from inside the test network, its JSON report read back.
+//! - [`site`]: a boot test's site directory (SSH key, secrets store) and its host on the
+//!   test network.
+//! - [`guest`]: a booted image on the test network: boot, wait, SSH, evidence on failure.
+//! - [`phases`]: a long boot test as named phases whose failure says which phase broke.
 //!
-//! Wiring with a guest under QEMU's user-mode network: the guest reaches the host's loopback as
-//! `10.0.2.2`, so start `Dns` on `127.0.0.1:53` and `Inbox` on `127.0.0.1:25`, point the guest's
-//! resolver at `10.0.2.2` and publish the stand-in MX host with an A record `10.0.2.2` (no AAAA:
-//! slirp's IPv6 path would not reach the host's IPv4 loopback and the MTA would first time out
-//! on it). Connections from the guest arrive from `127.0.0.1`.
+//! # Adding a phase to a boot test
+//! A boot test boots one guest per topology and runs its checks as phases over one shared
+//! state (see `qemu-tests/mail_flow.rs`). To add a check:
+//! 1. write `fn my_check(t: &MailFlow)` (or `&mut` when it changes the state) next to the
+//!    others, using `t.guest.ssh(..)`, `t.net.command(..)`, `probe_in(&t.net, ..)`,
+//!    `t.receiver.wait_for(..)`;
+//! 2. call it from the test body as `phases.run("my check", || my_check(&t));` where it
+//!    belongs in the order (phases that reboot the guest or change its seed come last).
 //!
-//! Use from an integration test with `#[path = "../qemu-tests/support/mod.rs"] mod support;`
-//! (or the path relative to a test under `qemu-tests/`). Errors are `String`s that say what
-//! failed and carry the relevant log, so a test can `unwrap_or_else(|e| panic!("{e}"))`.
-#![allow(dead_code)]
+//! A failing phase prints `phase "my check" FAILED` with the phases that passed before it, the
+//! guest's serial console and journal, then the assertion's own message; every phase's wall
+//! time is printed as it ends.
+//!
+//! Errors of the helpers are `String`s that say what failed and carry the relevant log, so a
+//! test can write `ok(result)` (or `unwrap_or_else(|e| panic!("{e}"))`).
 
+pub mod certs;
+pub mod consumers;
 pub mod dns;
+pub mod guest;
 pub mod inbox;
+pub mod internet;
+pub mod netns;
+pub mod phases;
 pub mod probe;
+pub mod receiver;
+pub mod site;
+pub mod tls_scan;
+pub mod topology;
 
-#[allow(unused_imports)] // re-exports for whichever test uses them
+pub use certs::{fingerprint, self_signed_certificate, throwaway_certificate};
+pub use consumers::{
+    Chasquid, chasquid, chasquid_bin_dir, chasquid_util, example_secrets, example_site,
+    mailbake_build, unpack_overlay,
+};
 pub use dns::{Dns, TsigKey, Zone, zone_text};
-#[allow(unused_imports)]
+pub use guest::{Guest, GuestOptions};
 pub use inbox::{Inbox, InboxOptions, Message};
-#[allow(unused_imports)]
-pub use probe::{probe, probe_with_stdin};
+pub use netns::TestNet;
+pub use phases::Phases;
+pub use probe::{probe, probe_in, probe_in_with_stdin, probe_with_stdin, verifier};
+pub use receiver::{Delivered, Receiver, ReceiverOptions};
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
-/// A loopback port free for both UDP and TCP right now (for self-tests that must not take the
-/// real 25/53). Another process may still take it before the caller binds it; good enough for
-/// tests, which fail clearly if that happens.
-pub fn free_port() -> Result<u16, String> {
+/// The repository root (where `packages.lock`, `layers/` and `examples/` live).
+pub fn repo() -> PathBuf {
+    // This crate lives in `tests/support/` of the repository.
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The `mailbake` binary cargo built for the running integration test: tests run from
+/// `target/<profile>/deps/`, the binary is `target/<profile>/mailbake`.
+pub fn mailbake_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary lives in target/<profile>/deps");
+    let bin = dir.join("mailbake");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test` so cargo builds the binary",
+        bin.display()
+    );
+    bin
+}
+
+/// `mailbake ARGS…`; panics with its output if it fails, returns its stdout.
+pub fn mailbake(args: &[&str]) -> String {
+    run(Command::new(mailbake_bin()).args(args))
+}
+
+/// Unwraps a helper's result, panicking with its message (which carries the evidence).
+pub fn ok<T>(result: Result<T, String>) -> T {
+    result.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `cmd` and returns its output whatever its status; panics only if it cannot start.
+pub fn output(cmd: &mut Command) -> Output {
+    let shown = format!("{cmd:?}");
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"))
+}
+
+/// Runs `cmd`, panics with its status and output if it fails, returns its stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = output(cmd);
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the tests run as root (the boot tests need it: network namespaces, mke2fs of a
+/// root-owned tree).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A loopback port free for both UDP and TCP right now. Another process may still take it
+/// before the caller binds it; good enough for tests, which fail clearly if that happens.
+pub fn free_port() -> u16 {
     for _ in 0..50 {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| format!("cannot bind a UDP socket on 127.0.0.1: {e}"))?;
-        let port = udp
-            .local_addr()
-            .map_err(|e| format!("local address of a UDP socket: {e}"))?
-            .port();
+        let Ok(udp) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
+            continue;
+        };
+        let Ok(port) = udp.local_addr().map(|a| a.port()) else {
+            continue;
+        };
         if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return Ok(port);
+            return port;
         }
     }
-    Err("no loopback port free for both UDP and TCP after 50 tries".into())
+    panic!("no loopback port free for both UDP and TCP after 50 tries");
 }
 
 /// `127.0.0.1:port`.
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
-}
-
-/// `ssh` into a guest through its forwarded port 22 as `user`, ready to run `command`:
-/// non-interactive, host keys not recorded (they change when a seed is applied), and bounded:
-/// a session opened while first boot restarts sshd can die without a FIN through QEMU's user
-/// network, so dead servers are noticed within 30 s, and `timeout` stops any command after
-/// 10 minutes (exit 124). ssh's own failures exit 255: the caller may retry those.
-pub fn guest_ssh(
-    key: &std::path::Path,
-    port: u16,
-    user: &str,
-    command: &str,
-) -> std::process::Command {
-    let mut cmd = std::process::Command::new("timeout");
-    cmd.args([
-        "600",
-        "ssh",
-        "-q",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-    ])
-    .args([
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "ConnectTimeout=10",
-    ])
-    .args([
-        "-o",
-        "ServerAliveInterval=10",
-        "-o",
-        "ServerAliveCountMax=3",
-        "-i",
-    ])
-    .arg(key)
-    .args([
-        "-p",
-        &port.to_string(),
-        &format!("{user}@127.0.0.1"),
-        command,
-    ]);
-    cmd
 }
