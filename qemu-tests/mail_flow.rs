@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use mailbake::secrets::DkimAlgorithm;
+use mailbake::site::DkimAlgorithm;
 use serde_json::Value;
 use testkit::guest::{GuestOptions, build_image, writable_layer};
 use testkit::internet::{Internet, SENDER_SELECTOR, Verdicts, site_dns};
@@ -172,7 +172,12 @@ fn build_site(tmp: &Path) -> (TestSite, PathBuf, String) {
         ("2026a-ed", DkimAlgorithm::Ed25519),
     ] {
         store
-            .dkim_keygen("example.com", selector, algorithm, false)
+            .dkim_keygen(
+                &"example.com".try_into().unwrap(),
+                &selector.try_into().unwrap(),
+                algorithm,
+                false,
+            )
             .unwrap();
     }
     // The site's own certificate (tls.files): the seed carries it, chasquid must serve it.
@@ -181,10 +186,10 @@ fn build_site(tmp: &Path) -> (TestSite, PathBuf, String) {
     let (cert, key) = (certs.join("cert.pem"), certs.join("key.pem"));
     testkit::self_signed_certificate(&cert, &key, &[FQDN, "example.com"], 30);
     store
-        .write_secret(mailbake::seed::TLS_FULLCHAIN, &fs::read(&cert).unwrap())
+        .write_secret(mailbake::secrets::TLS_FULLCHAIN, &fs::read(&cert).unwrap())
         .unwrap();
     store
-        .write_secret(mailbake::seed::TLS_PRIVKEY, &fs::read(&key).unwrap())
+        .write_secret(mailbake::secrets::TLS_PRIVKEY, &fs::read(&key).unwrap())
         .unwrap();
     let out = tmp.join("out");
     site.build(&out);

@@ -72,8 +72,8 @@ impl TestSite {
     pub fn add_user(&self, domain: &str, user: &str, password: &str) {
         self.store()
             .add_user(
-                domain,
-                user,
+                &domain.try_into().expect("a valid domain"),
+                &user.try_into().expect("a valid local part"),
                 &Password::new(password.into()).expect("a long enough password"),
             )
             .expect("add the user");
