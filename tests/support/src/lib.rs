@@ -24,8 +24,11 @@
 //! A boot test boots one guest per topology and runs its checks as phases over one shared
 //! state (see `qemu-tests/mail_flow.rs`). To add a check:
 //! 1. write `fn my_check(t: &MailFlow)` (or `&mut` when it changes the state) next to the
-//!    others, using `t.guest.ssh(..)`, `t.net.command(..)`, `probe_in(&t.net, ..)`,
-//!    `t.receiver.wait_for(..)`;
+//!    others, using `t.guest.ssh(..)` (a command in the guest as the operator),
+//!    `t.probe(..)` / `probe_in(&t.net, ..)` (a client probe from inside the test network),
+//!    `t.net.command(..)` (any program there, e.g. `mailbake verify --resolver 192.0.2.53`),
+//!    `t.internet.delivered(rcpt, subject)` and `internet::Verdicts::of(..)` (what the
+//!    receiver stored and both verifiers' verdicts on it);
 //! 2. call it from the test body as `phases.run("my check", || my_check(&t));` where it
 //!    belongs in the order (phases that reboot the guest or change its seed come last).
 //!
