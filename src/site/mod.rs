@@ -4,6 +4,7 @@
 //! loops are all errors, reported with file, line and column, because a mail server that
 //! starts with a half-understood configuration fails later and more quietly.
 
+mod alias_graph;
 mod diagnostic;
 mod locate;
 mod model;

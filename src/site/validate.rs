@@ -1,14 +1,10 @@
 //! Checks that need the whole site: references between values, loops, duplicates across hosts.
 //! Each finding carries the YAML path it is about, so it can be located in the file.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
+use super::alias_graph::{self, SiteAddresses};
 use super::model::Site;
-use super::names::{AliasName, DomainName};
-use super::policy::AliasTarget;
-
-/// chasquid stops expanding aliases after this many levels.
-const ALIAS_RECURSION_LIMIT: usize = 10;
 
 /// SPF allows ten DNS-querying mechanisms; `mx` is one, each `include` another.
 const SPF_LOOKUP_LIMIT: usize = 10;
@@ -23,7 +19,7 @@ pub struct Finding {
     pub help: Option<String>,
 }
 
-fn finding(path: &[&str], message: String, help: Option<String>) -> Finding {
+pub(super) fn finding(path: &[&str], message: String, help: Option<String>) -> Finding {
     Finding {
         path: path.iter().map(|s| s.to_string()).collect(),
         at_key: false,
@@ -48,9 +44,10 @@ pub fn check(site: &Site) -> Vec<Finding> {
             Some("add at least one host under `hosts:`".into()),
         ));
     }
-    check_users(site, &mut out);
-    check_alias_targets(site, &mut out);
-    check_alias_loops(site, &mut out);
+    let addresses = SiteAddresses::of(site);
+    check_users(site, &addresses, &mut out);
+    check_alias_targets(site, &addresses, &mut out);
+    alias_graph::check(site, &addresses, &mut out);
     check_hosts_are_distinct(site, &mut out);
     check_spf(site, &mut out);
     check_dkim(site, &mut out);
@@ -71,7 +68,7 @@ fn check_dkim(site: &Site, out: &mut Vec<Finding>) {
     }
 }
 
-fn check_users(site: &Site, out: &mut Vec<Finding>) {
+fn check_users(site: &Site, addresses: &SiteAddresses, out: &mut Vec<Finding>) {
     for (domain, d) in site.domains.iter() {
         let mut seen = BTreeSet::new();
         for (i, user) in d.users.iter().enumerate() {
@@ -83,7 +80,7 @@ fn check_users(site: &Site, out: &mut Vec<Finding>) {
                     Some("remove the duplicate".into()),
                 ));
             }
-            if d.aliases.keys().any(|a| a.as_str() == user.as_str()) {
+            if addresses.is_alias(domain, user.as_str()) {
                 out.push(finding(
                     &["domains", domain.as_str(), "users", &index],
                     format!("`{user}@{domain}` is both a user and an alias"),
@@ -97,43 +94,15 @@ fn check_users(site: &Site, out: &mut Vec<Finding>) {
     }
 }
 
-/// Does `local@domain` name something the site delivers to (a user or an alias, or anything
-/// when the domain has a catch-all)?
-fn resolves_locally(site: &Site, domain: &DomainName, local: &str) -> bool {
-    site.domains.get(domain).is_some_and(|d| {
-        d.users.iter().any(|u| u.as_str() == local)
-            || d.aliases
-                .keys()
-                .any(|a| a.as_str() == local || a.is_catch_all())
-    })
-}
-
-/// The site address an alias target names (`i` in `domain`, or `x@other-site-domain`), or
-/// None for remote mailboxes and pipes.
-fn site_local_target(
-    site: &Site,
-    domain: &DomainName,
-    target: &AliasTarget,
-) -> Option<(DomainName, String)> {
-    match target {
-        AliasTarget::Local(l) => Some((domain.clone(), l.as_str().to_string())),
-        AliasTarget::Address(a) => DomainName::try_from(a.domain())
-            .ok()
-            .filter(|d| site.domains.contains_key(d))
-            .map(|d| (d, a.local_part().to_string())),
-        AliasTarget::Pipe(_) => None,
-    }
-}
-
-fn check_alias_targets(site: &Site, out: &mut Vec<Finding>) {
+fn check_alias_targets(site: &Site, addresses: &SiteAddresses, out: &mut Vec<Finding>) {
     for (domain, d) in site.domains.iter() {
         for (alias, targets) in d.aliases.iter() {
             for target in &targets.0 {
                 // Remote mailboxes and pipes: nothing to check offline.
-                let Some((target_domain, local)) = site_local_target(site, domain, target) else {
+                let Some((target_domain, local)) = addresses.site_target(domain, target) else {
                     continue;
                 };
-                if !resolves_locally(site, &target_domain, &local) {
+                if !addresses.resolves(&target_domain, &local) {
                     out.push(finding(
                         &["domains", domain.as_str(), "aliases", alias.as_str()],
                         format!(
@@ -144,93 +113,6 @@ fn check_alias_targets(site: &Site, out: &mut Vec<Finding>) {
                         )),
                     ));
                 }
-            }
-        }
-    }
-}
-
-type Node = (DomainName, String);
-
-/// The aliases as a graph: address -> the site-local addresses it expands to.
-fn alias_graph(site: &Site) -> BTreeMap<Node, Vec<Node>> {
-    let mut graph: BTreeMap<Node, Vec<Node>> = BTreeMap::new();
-    for (domain, d) in site.domains.iter() {
-        for (alias, targets) in d.aliases.iter() {
-            let from = (domain.clone(), alias.as_str().to_string());
-            let edges = graph.entry(from).or_default();
-            for target in &targets.0 {
-                let Some((td, local)) = site_local_target(site, domain, target) else {
-                    continue;
-                };
-                let Some(target_domain) = site.domains.get(&td) else {
-                    continue;
-                };
-                if target_domain.users.iter().any(|u| u.as_str() == local) {
-                    continue; // a mailbox: expansion ends here
-                }
-                if target_domain.aliases.keys().any(|a| a.as_str() == local) {
-                    edges.push((td, local));
-                } else if target_domain.aliases.keys().any(AliasName::is_catch_all) {
-                    edges.push((td, "*".to_string()));
-                }
-            }
-        }
-    }
-    graph
-}
-
-fn check_alias_loops(site: &Site, out: &mut Vec<Finding>) {
-    let graph = alias_graph(site);
-    let mut reported: BTreeSet<Vec<Node>> = BTreeSet::new();
-    for start in graph.keys() {
-        // Depth-first search over expansion chains from `start`.
-        let mut stack: Vec<(Node, Vec<Node>)> = vec![(start.clone(), vec![start.clone()])];
-        let mut depth_reported = false;
-        while let Some((node, chain)) = stack.pop() {
-            for next in graph.get(&node).into_iter().flatten() {
-                if let Some(pos) = chain.iter().position(|n| n == next) {
-                    let mut cycle: Vec<Node> = chain[pos..].to_vec();
-                    let min = cycle
-                        .iter()
-                        .enumerate()
-                        .min_by(|a, b| a.1.cmp(b.1))
-                        .map_or(0, |m| m.0);
-                    cycle.rotate_left(min);
-                    if reported.insert(cycle.clone()) {
-                        let (d, a) = &cycle[0];
-                        let shown: Vec<String> = cycle
-                            .iter()
-                            .chain(std::iter::once(&cycle[0]))
-                            .map(|(d, a)| format!("{a}@{d}"))
-                            .collect();
-                        out.push(finding(
-                            &["domains", d.as_str(), "aliases", a],
-                            format!("aliases form a loop: {}", shown.join(" -> ")),
-                            Some(
-                                "make one alias in the loop deliver to a user or a remote address"
-                                    .into(),
-                            ),
-                        ));
-                    }
-                    continue;
-                }
-                let mut longer = chain.clone();
-                longer.push(next.clone());
-                if longer.len() > ALIAS_RECURSION_LIMIT + 1 {
-                    if !depth_reported {
-                        depth_reported = true;
-                        out.push(finding(
-                            &["domains", start.0.as_str(), "aliases", &start.1],
-                            format!(
-                                "alias `{}@{}` expands through more than {ALIAS_RECURSION_LIMIT} levels; chasquid gives up at {ALIAS_RECURSION_LIMIT}",
-                                start.1, start.0
-                            ),
-                            Some("point the alias closer to its final destination".into()),
-                        ));
-                    }
-                    continue;
-                }
-                stack.push((next.clone(), longer));
             }
         }
     }
