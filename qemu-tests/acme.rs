@@ -55,6 +55,7 @@ hosts:
     fqdn: {FQDN}
     ipv4: 10.0.2.15
     nameservers: [{HOST}]
+    allow_private: true               # QEMU's user network
 tls:
   acme:
     provider: rfc2136

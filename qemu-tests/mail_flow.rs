@@ -55,6 +55,7 @@ hosts:
     ipv4: 10.0.2.15
     ipv6: {{ address: "{GUEST_IPV6}", gateway: "fec0::2" }}
     nameservers: [10.0.2.2]
+    allow_private: true               # QEMU's user network: 10.0.2.0/24, fec0::/64
 tls:
   files: true
 ssh:

@@ -291,3 +291,145 @@ fn the_reference_in_docs_site_md_is_a_valid_site() {
         "the reference documents every section"
     );
 }
+
+/// Asserts that `text` validates.
+fn assert_valid(text: &str) {
+    if let Err(errors) = mailbake::site::parse(Path::new("site.yaml"), text) {
+        panic!("expected the site to validate:\n{errors}\n{text}");
+    }
+}
+
+#[test]
+fn ipv4_network_and_broadcast_addresses_are_not_host_addresses() {
+    let with = |v4: &str| example_with("ipv4: 203.0.113.10", &format!("ipv4: {v4}"));
+    assert_refused(
+        &with("{ address: 203.0.113.0/24, gateway: 203.0.113.1 }"),
+        "ipv4:",
+        &[
+            "203.0.113.0 is the network address of 203.0.113.0/24",
+            "203.0.113.1 to 203.0.113.254",
+        ],
+    );
+    assert_refused(
+        &with("{ address: 203.0.113.127/25, gateway: 203.0.113.1 }"),
+        "ipv4:",
+        &["203.0.113.127 is the broadcast address of 203.0.113.0/25"],
+    );
+    assert_refused(
+        &with("{ address: 203.0.113.10/24, gateway: 203.0.113.255 }"),
+        "ipv4:",
+        &["gateway 203.0.113.255 is the broadcast address of 203.0.113.0/24"],
+    );
+    assert_refused(
+        &with("{ address: 203.0.113.10/24, gateway: 203.0.113.0 }"),
+        "ipv4:",
+        &["gateway 203.0.113.0 is the network address"],
+    );
+    // A /31 has no network or broadcast address (RFC 3021): both ends are hosts.
+    assert_valid(&with("{ address: 203.0.113.10/31, gateway: 203.0.113.11 }"));
+    assert_valid(&with("{ address: 203.0.113.11/31, gateway: 203.0.113.10 }"));
+}
+
+#[test]
+fn an_ipv6_gateway_is_not_the_host_itself() {
+    let text = example_with("gateway: fe80::1", "gateway: \"2001:db8:1::10\"");
+    assert_refused(
+        &text,
+        "gateway: \"2001:db8:1::10\"",
+        &[
+            "the IPv6 gateway 2001:db8:1::10 is the host's own address",
+            "fe80::1",
+        ],
+    );
+}
+
+#[test]
+fn ipv4_addresses_in_ipv6_form_are_refused_with_their_ipv4_spelling() {
+    let address = example_with(
+        "address: 2001:db8:1::10/64",
+        "address: \"::ffff:203.0.113.10/64\"",
+    );
+    assert_refused(
+        &address,
+        "::ffff:203.0.113.10/64",
+        &["the IPv4 address 203.0.113.10 written as IPv6", "`ipv4:`"],
+    );
+    let compatible = example_with(
+        "address: 2001:db8:1::10/64",
+        "address: \"::203.0.113.10/96\"",
+    );
+    assert_refused(
+        &compatible,
+        "::203.0.113.10/96",
+        &["203.0.113.10 written as IPv6"],
+    );
+    let gateway = example_with("gateway: fe80::1", "gateway: \"::ffff:203.0.113.1\"");
+    assert_refused(
+        &gateway,
+        "::ffff:203.0.113.1",
+        &["the IPv4 address 203.0.113.1 written as IPv6"],
+    );
+    let resolver = example_with(
+        "      gateway: fe80::1\n",
+        "      gateway: fe80::1\n    nameservers: [\"::ffff:192.0.2.53\"]\n",
+    );
+    assert_refused(
+        &resolver,
+        "nameservers:",
+        &["resolver ::ffff:192.0.2.53", "write `192.0.2.53`"],
+    );
+}
+
+#[test]
+fn private_addresses_are_refused_unless_the_host_allows_them() {
+    let v4 = |ip: &str| example_with("ipv4: 203.0.113.10", &format!("ipv4: {ip}"));
+    let v6 = |net: &str| example_with("address: 2001:db8:1::10/64", &format!("address: \"{net}\""));
+    let allowed = |text: String| text.replace("    ipv4:", "    allow_private: true\n    ipv4:");
+    for (text, shown, why) in [
+        (v4("10.0.2.15"), "10.0.2.15", "a private address (RFC 1918)"),
+        (
+            v4("172.16.5.4"),
+            "172.16.5.4",
+            "a private address (RFC 1918)",
+        ),
+        (
+            v4("192.168.1.10"),
+            "192.168.1.10",
+            "a private address (RFC 1918)",
+        ),
+        (
+            v4("100.64.0.10"),
+            "100.64.0.10",
+            "in the shared address space of carrier-grade NAT",
+        ),
+        (
+            v6("fd00:1::10/64"),
+            "fd00:1::10",
+            "a unique local address (fc00::/7)",
+        ),
+        (v6("fec0::10/64"), "fec0::10", "a site-local address"),
+    ] {
+        assert_refused(
+            &text,
+            shown,
+            &[
+                &format!("{shown} is {why}"),
+                "cannot be a public MX address",
+                "add `allow_private: true` to host `mx1`",
+            ],
+        );
+        assert_valid(&allowed(text));
+    }
+    // Addresses no interface can have stay refused, lab or not.
+    for (ip, why) in [
+        ("127.0.0.2", "loopback"),
+        ("169.254.1.1", "link-local"),
+        ("0.1.2.3", "0.0.0.0/8"),
+        ("240.0.0.1", "reserved"),
+    ] {
+        let text = allowed(v4(ip));
+        assert_refused(&text, ip, &[why]);
+    }
+    // The documentation ranges stand in for public addresses: the example uses them.
+    assert_valid(EXAMPLE);
+}

@@ -146,6 +146,11 @@ pub struct Host {
     /// Resolvers for the static network configuration; empty means "what DHCP gives".
     #[serde(default)]
     pub nameservers: Vec<IpAddr>,
+    /// Accept addresses the internet cannot reach (RFC 1918, CGNAT, unique local IPv6) for
+    /// this host: a lab or test network only. Off by default, because an MX on a private
+    /// address receives no mail and its A, PTR and SPF records mean nothing outside.
+    #[serde(default)]
+    pub allow_private: bool,
 }
 
 /// How hosts get their certificates. Without `acme`, each host makes a self-signed bootstrap

@@ -2,9 +2,11 @@
 //! Each finding carries the YAML path it is about, so it can be located in the file.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use super::alias_graph::{self, SiteAddresses};
-use super::model::Site;
+use super::model::{Host, Site};
+use super::net::non_public;
 
 /// SPF allows ten DNS-querying mechanisms; `mx` is one, each `include` another.
 const SPF_LOOKUP_LIMIT: usize = 10;
@@ -49,6 +51,7 @@ pub fn check(site: &Site) -> Vec<Finding> {
     check_alias_targets(site, &addresses, &mut out);
     alias_graph::check(site, &addresses, &mut out);
     check_hosts_are_distinct(site, &mut out);
+    check_host_addresses(site, &mut out);
     check_spf(site, &mut out);
     check_dkim(site, &mut out);
     out
@@ -120,7 +123,7 @@ fn check_alias_targets(site: &Site, addresses: &SiteAddresses, out: &mut Vec<Fin
 
 fn check_hosts_are_distinct(site: &Site, out: &mut Vec<Finding>) {
     let mut fqdns: HashMap<String, String> = HashMap::new();
-    let mut addresses: HashMap<String, String> = HashMap::new();
+    let mut addresses: HashMap<IpAddr, String> = HashMap::new();
     for (name, host) in site.hosts.iter() {
         if let Some(other) = fqdns.insert(host.fqdn.to_string(), name.to_string()) {
             out.push(finding(
@@ -135,16 +138,72 @@ fn check_hosts_are_distinct(site: &Site, out: &mut Vec<Finding>) {
                 ),
             ));
         }
-        let mut ips = vec![(host.ipv4.address.to_string(), "ipv4")];
-        if let Some(v6) = &host.ipv6 {
-            ips.push((v6.address.addr().to_string(), "ipv6"));
-        }
-        for (ip, key) in ips {
-            if let Some(other) = addresses.insert(ip.clone(), name.to_string()) {
+        for (ip, key) in host_addresses(host) {
+            // Canonical form: an IPv4 address compares equal to its `::ffff:` spelling.
+            if let Some(other) = addresses.insert(ip.to_canonical(), name.to_string()) {
                 out.push(finding(
                     &["hosts", name.as_str(), key],
                     format!("hosts `{other}` and `{name}` both use {ip}"),
                     Some("each host needs its own addresses; reverse DNS maps one address to one name".into()),
+                ));
+            }
+        }
+    }
+}
+
+/// A host's public addresses with the key each is written under.
+fn host_addresses(host: &Host) -> Vec<(IpAddr, &'static str)> {
+    let mut ips = vec![(IpAddr::V4(host.ipv4.address), "ipv4")];
+    if let Some(v6) = &host.ipv6 {
+        ips.push((IpAddr::V6(v6.address.addr()), "ipv6"));
+    }
+    ips
+}
+
+/// Addresses that parse but cannot work: a private address on a host that does not say it
+/// lives on a lab network, an IPv6 gateway that is the host itself, a mapped resolver.
+fn check_host_addresses(site: &Site, out: &mut Vec<Finding>) {
+    for (name, host) in site.hosts.iter() {
+        if !host.allow_private {
+            for (ip, key) in host_addresses(host) {
+                if let Some(why) = non_public(ip) {
+                    out.push(finding(
+                        &["hosts", name.as_str(), key, "address"],
+                        format!(
+                            "host `{name}`: {ip} is {why}; the internet cannot reach it, so it cannot be a public MX address (and its A, PTR and SPF records mean nothing outside your network)"
+                        ),
+                        Some(format!(
+                            "give the host's public address, or add `allow_private: true` to host `{name}` for a lab or test network"
+                        )),
+                    ));
+                }
+            }
+        }
+        if let Some(v6) = &host.ipv6
+            && v6.gateway == v6.address.addr()
+        {
+            out.push(finding(
+                &["hosts", name.as_str(), "ipv6", "gateway"],
+                format!(
+                    "host `{name}`: the IPv6 gateway {} is the host's own address",
+                    v6.gateway
+                ),
+                Some(
+                    "give the router's address, often `fe80::1` (the provider's panel lists it)"
+                        .into(),
+                ),
+            ));
+        }
+        for (i, ns) in host.nameservers.iter().enumerate() {
+            if let IpAddr::V6(v6) = ns
+                && let Some(v4) = v6.to_ipv4_mapped()
+            {
+                out.push(finding(
+                    &["hosts", name.as_str(), "nameservers", &i.to_string()],
+                    format!(
+                        "host `{name}`: resolver {ns} is the IPv4 address {v4} written as IPv6"
+                    ),
+                    Some(format!("write `{v4}`")),
                 ));
             }
         }
@@ -163,5 +222,34 @@ fn check_spf(site: &Site, out: &mut Vec<Finding>) {
                 Some("include fewer senders".into()),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_and_its_ipv4_mapped_spelling_are_one_address() {
+        // Parsing refuses mapped addresses; the duplicate check must still compare canonical
+        // forms, so build the model by hand.
+        let text = "site: s\ndomains:\n  example.com: {}\nhosts:\n  mx1: { fqdn: a.example.com, ipv4: 203.0.113.10 }\n  mx2: { fqdn: b.example.com, ipv4: 203.0.113.11, ipv6: { address: '2001:db8::1/64', gateway: 'fe80::1' } }\n";
+        let mut site: Site = serde_norway::from_str(text).expect("parses");
+        let mx2 = site
+            .hosts
+            .0
+            .values_mut()
+            .find(|h| h.ipv6.is_some())
+            .expect("mx2");
+        if let Some(v6) = mx2.ipv6.as_mut() {
+            v6.address = "::ffff:203.0.113.10/64".parse().expect("a net");
+        }
+        let found = check(&site);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.message == "hosts `mx1` and `mx2` both use ::ffff:203.0.113.10"),
+            "{found:?}"
+        );
     }
 }
