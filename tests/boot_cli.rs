@@ -62,3 +62,21 @@ fn site_and_seed_are_alternatives() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("cannot be used with"), "{stderr}");
 }
+
+#[test]
+fn absurd_memory_and_cpu_counts_never_reach_qemu() {
+    for (flag, value) in [
+        ("--memory", "0"),
+        ("--memory", "100"),
+        ("--memory", "10000000"),
+        ("--cpus", "0"),
+        ("--cpus", "1000"),
+    ] {
+        let (code, stderr) = boot(&["site.yaml", "--image", "x.qcow2", flag, value]);
+        assert_eq!(code, Some(2), "{flag} {value}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value '{value}' for '{flag}")),
+            "{stderr}"
+        );
+    }
+}

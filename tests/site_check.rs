@@ -433,3 +433,100 @@ fn private_addresses_are_refused_unless_the_host_allows_them() {
     // The documentation ranges stand in for public addresses: the example uses them.
     assert_valid(EXAMPLE);
 }
+
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGbOGf3uRz5Q0t1W8Rj6ZC5o1Kj9fOkg2xKX0vPq5Y1a ops@laptop";
+
+#[test]
+fn ssh_keys_must_decode_to_their_own_type_on_one_line() {
+    let with = |key: &str| {
+        example_with(
+            "authorized_keys: []",
+            &format!("authorized_keys: [{key:?}]"),
+        )
+    };
+    assert_valid(&with(SSH_KEY));
+    let not_base64 = SSH_KEY.replace("AAAAIGbO", "AAAA*GbO");
+    assert_refused(&with(&not_base64), "authorized_keys", &["not valid base64"]);
+    let other_type = "ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAAABQBhYmNk ops@laptop";
+    assert_refused(
+        &with(other_type),
+        "authorized_keys",
+        &["the key inside is a `ssh-rsa` key, not `ssh-ed25519`"],
+    );
+    let with_cr = format!("{SSH_KEY}\r");
+    assert_refused(&with(&with_cr), "authorized_keys", &["on one line"]);
+}
+
+#[test]
+fn invalid_internationalized_domain_names_are_refused() {
+    for (name, why) in [
+        (
+            "☃.com",
+            "`☃` (U+2603), which is not a letter, digit or mark",
+        ),
+        ("xn--zz.com", "label `xn--zz` is not valid punycode"),
+    ] {
+        let text = example_with("  example.com:\n", &format!("  {name}:\n"));
+        assert_refused(&text, &format!("  {name}:"), &[why]);
+    }
+}
+
+#[test]
+fn report_uris_take_a_size_limit_and_nothing_else_after_a_bang() {
+    let with = |uri: &str| example_with("rua: mailto:rua@example.com", &format!("rua: \"{uri}\""));
+    let site = mailbake::site::parse(Path::new("site.yaml"), &with("mailto:rua@example.com!10m"))
+        .expect("a size limit is valid DMARC");
+    let rua = site
+        .domains
+        .values()
+        .next()
+        .and_then(|d| d.dmarc.as_ref())
+        .and_then(|d| d.rua.as_ref());
+    assert_eq!(
+        rua.map(|r| r.to_tag_value()).as_deref(),
+        Some("mailto:rua@example.com!10m")
+    );
+    for (uri, why) in [
+        ("mailto:rua@example.com!", "starts the report size limit"),
+        ("mailto:rua@example.com!ten", "starts the report size limit"),
+        ("mailto:r!ua@example.com", "starts the report size limit"),
+        (
+            "mailto:rüa@example.com",
+            "`ü` cannot appear in a report URI",
+        ),
+    ] {
+        assert_refused(&with(uri), "rua:", &[why]);
+    }
+    let tls_rpt = example_with(
+        "    dmarc:\n",
+        "    tls_rpt: { rua: \"mailto:tls@example.com!10m\" }\n    dmarc:\n",
+    );
+    assert_refused(&tls_rpt, "tls_rpt", &["TLS-RPT has no size limit"]);
+}
+
+#[test]
+fn lego_provider_names_have_no_empty_parts() {
+    let with = |provider: &str| {
+        example_with(
+            "\nssh:",
+            &format!(
+                "\ntls:\n  acme: {{ provider: \"{provider}\", email: ops@example.com }}\n\nssh:"
+            ),
+        )
+    };
+    assert_valid(&with("cloudflare"));
+    for bad in [
+        "..",
+        ".cloudflare",
+        "cloud..flare",
+        "cloudflare.",
+        "Cloudflare",
+    ] {
+        assert_refused(
+            &with(bad),
+            "provider:",
+            &["is not a lego DNS provider name"],
+        );
+    }
+}

@@ -32,9 +32,12 @@ pub struct BootArgs {
     /// CPU emulation; kvm is opt-in (nested guests hang on some hosts)
     #[arg(long, value_enum, default_value = "tcg")]
     pub accel: Accel,
-    /// Guest memory in MiB
-    #[arg(long, default_value_t = 1024)]
+    /// Guest memory in MiB (256 to 65536; the image needs about 512 to boot)
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=65536))]
     pub memory: u32,
+    /// Virtual CPUs (1 to 64)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: u32,
     /// Write the serial console here (default: a temp file, shown on failure)
     #[arg(long, value_name = "FILE")]
     pub serial_log: Option<PathBuf>,
@@ -77,6 +80,7 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
     };
     opts.accel = args.accel;
     opts.memory_mib = args.memory;
+    opts.cpus = args.cpus;
     opts.serial_log = args.serial_log;
     opts.forward_base = args.forward_base;
     opts.snapshot = !args.persistent;

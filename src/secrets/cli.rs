@@ -186,12 +186,7 @@ pub fn run_dkim(command: &DkimCommand, out: &mut dyn Write) -> anyhow::Result<()
         } => {
             let loaded = load(store)?;
             let (domain, d) = site_domain(&loaded, domain)?;
-            if d.dkim.selectors.is_empty() {
-                bail!(
-                    "{domain} has no DKIM selectors in {}; add `dkim: {{ selectors: {{ 2026a-rsa: rsa-2048, 2026a-ed: ed25519 }} }}`",
-                    loaded.path.display()
-                );
-            }
+            require_selectors(&loaded, &domain, d, "")?;
             let secrets = store.open_or_create()?;
             for (selector, algorithm) in d.dkim.selectors.iter() {
                 let exists = secrets
@@ -222,6 +217,13 @@ pub fn run_dkim(command: &DkimCommand, out: &mut dyn Write) -> anyhow::Result<()
         DkimCommand::Rotate { store, domain, to } => {
             let loaded = load(store)?;
             let (domain, d) = site_domain(&loaded, domain)?;
+            // Nothing signs yet, so there is nothing to rotate away from.
+            require_selectors(
+                &loaded,
+                &domain,
+                d,
+                " and generate their keys with `mailbake dkim keygen`; rotation replaces selectors that already sign",
+            )?;
             let secrets = store.open_or_create()?;
             let mut new = Vec::new();
             for (selector, algorithm) in d.dkim.selectors.iter() {
@@ -265,6 +267,23 @@ pub fn run_dkim(command: &DkimCommand, out: &mut dyn Write) -> anyhow::Result<()
                 "publish the new records (`mailbake dns`), wait for DNS, rebuild and reseed; remove the retired selectors a few days later"
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Fails when `domain` has no signing selectors in the site file, saying how to add some
+/// (and `then`, what to do next).
+fn require_selectors(
+    loaded: &LoadedSite,
+    domain: &DomainName,
+    d: &site::Domain,
+    then: &str,
+) -> anyhow::Result<()> {
+    if d.dkim.selectors.is_empty() {
+        bail!(
+            "{domain} has no DKIM selectors in {}; add `dkim: {{ selectors: {{ 2026a-rsa: rsa-2048, 2026a-ed: ed25519 }} }}` under `domains.{domain}`{then}",
+            loaded.path.display()
+        );
     }
     Ok(())
 }

@@ -84,6 +84,15 @@ pub enum SecretsError {
     PasswordTooShort { got: usize, min: usize },
 
     #[error(
+        "password too long: {got} bytes, but {address} can log in with at most {max}: chasquid reads SMTP lines of at most 1000 bytes and AUTH PLAIN sends the address and password base64-encoded on one\n  fix: choose a shorter password"
+    )]
+    PasswordTooLong {
+        got: usize,
+        max: usize,
+        address: String,
+    },
+
+    #[error(
         "password contains a {what}, which SMTP AUTH cannot carry\n  fix: choose another password"
     )]
     PasswordInvalidChar { what: &'static str },

@@ -45,7 +45,8 @@ pub use dkim::{DkimAlgorithm, DkimKey, KeyKind, MIN_RSA_BITS, dns_txt_value, gen
 pub use error::{KeyError, SecretsError};
 pub use names::{normalize_domain, normalize_local_part, validate_selector};
 pub use password::{
-    MIN_PASSWORD_CHARS, Password, read_password_from, read_password_twice_from_tty,
+    MIN_PASSWORD_CHARS, Password, SMTP_LINE_LIMIT, max_password_bytes, read_password_from,
+    read_password_twice_from_tty,
 };
 pub use store::{ACME_ENV, SecretStore};
 pub use userdb::{

@@ -161,6 +161,7 @@ impl SecretStore {
     ) -> Result<(), SecretsError> {
         let domain = normalize_domain(domain)?;
         let local = normalize_local_part(local)?;
+        password.check_fits_auth(&format!("{local}@{domain}"))?;
         let _lock = self.lock()?;
         let path = self.users_path(&domain)?;
         let mut db = self.user_db(&domain)?;
