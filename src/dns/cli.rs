@@ -50,7 +50,7 @@ pub fn run(args: &DnsArgs) -> anyhow::Result<()> {
         .site
         .domains
         .iter()
-        .find(|(_, d)| !d.dkim.selectors.is_empty())
+        .find(|(_, d)| !d.dkim.selectors.is_empty() || !d.dkim.retired.is_empty())
         .map(|(name, _)| name.to_string());
     let store = match first_signed {
         Some(domain) => {

@@ -49,6 +49,11 @@ pub enum DnsError {
     },
 
     #[error(
+        "retired DKIM selector `{selector}` of {domain} has no key in the secrets store, so its record cannot be published\n  fix: restore the key from a backup of the store, or remove `{selector}` from `domains.{domain}.dkim.retired` (mail it signed stops verifying)"
+    )]
+    RetiredKeyMissing { domain: String, selector: String },
+
+    #[error(
         "{domain} has DKIM selectors but the secrets store {path} does not exist\n  fix: generate the keys with `mailbake dkim keygen SITE {domain}`, or pass --secrets DIR to point at the store"
     )]
     NoSecretStore { domain: String, path: PathBuf },

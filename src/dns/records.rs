@@ -198,9 +198,24 @@ pub fn records(site: &Site, opts: &Options) -> Result<RecordSet, DnsError> {
             fwd,
             None,
         ));
-        for (selector, _algorithm) in d.dkim.selectors.iter() {
+        // Retired selectors stay published until they leave the site file, so mail signed
+        // before a rotation keeps verifying; only the seeds leave them out.
+        for selector in d.dkim.selectors.keys().chain(d.dkim.retired.keys()) {
             let name = format!("{selector}._domainkey.{domain}");
-            match dkim_value(opts.dkim, domain, selector.as_str())? {
+            let value = dkim_value(opts.dkim, domain, selector.as_str()).map_err(|e| {
+                match (d.dkim.retired.contains_key(selector), e) {
+                    (true, DnsError::DkimKey { source, .. })
+                        if matches!(*source, SecretsError::MissingKey { .. }) =>
+                    {
+                        DnsError::RetiredKeyMissing {
+                            domain: domain.to_string(),
+                            selector: selector.to_string(),
+                        }
+                    }
+                    (_, e) => e,
+                }
+            })?;
+            match value {
                 Some(value) => out.push(record(name, RecordData::Txt(value), zone, fwd, None)),
                 None => set.warnings.push(Warning {
                     zone: zone.to_string(),
@@ -641,6 +656,39 @@ hosts:
         )
         .unwrap_err();
         assert!(err.to_string().contains("mx1, mx2"), "{err}");
+    }
+
+    #[test]
+    fn a_retired_selector_without_its_key_names_the_way_out() {
+        let s = site(
+            "site: s\ndomains:\n  example.com:\n    dkim: { retired: { old: ed25519 } }\nhosts:\n  mx1: { fqdn: mx1.example.com, ipv4: 192.0.2.1 }\n",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let store = SecretStore::create(dir.path().join("secrets")).unwrap();
+        let opts = Options {
+            host: None,
+            dkim: DkimLookup::Require(&store),
+        };
+        let err = records(&s, &opts).unwrap_err().to_string();
+        assert!(
+            err.contains("retired DKIM selector `old` of example.com has no key")
+                && err.contains("remove `old` from `domains.example.com.dkim.retired`"),
+            "{err}"
+        );
+        store
+            .dkim_keygen(
+                "example.com",
+                "old",
+                crate::secrets::DkimAlgorithm::Ed25519,
+                false,
+            )
+            .unwrap();
+        let set = records(&s, &opts).unwrap();
+        assert!(
+            set.records
+                .iter()
+                .any(|r| r.name == "old._domainkey.example.com")
+        );
     }
 
     #[test]
