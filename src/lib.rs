@@ -8,6 +8,7 @@ pub mod build;
 pub mod dns;
 pub mod fetch;
 pub mod image;
+pub mod init;
 pub mod output;
 pub mod overlay;
 pub mod secrets;

@@ -21,6 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a new site: write DIR/site.yaml (one domain, one host, placeholders marked
+    /// REPLACE) and an empty secrets store DIR/secrets/ (0700). Never overwrites anything.
+    Init(mailbake::init::InitArgs),
     /// Validate a site file offline and report every problem with its line and column.
     Check {
         /// The site file (YAML).
@@ -77,6 +80,7 @@ const EXIT_INVALID_SITE: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => mailbake::init::run(&args, &mut std::io::stdout()),
         Command::Check { site } => check(&site),
         Command::Build(args) => run_build(args),
         Command::Fetch(args) => mailbake::fetch::cli::run(&args),
