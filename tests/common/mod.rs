@@ -289,3 +289,26 @@ impl Drop for Chasquid {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `mailbake ARGS` in `dir` with `stdin` as its standard input and returns its output,
+/// whatever its status.
+pub fn mailbake_in(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailbake"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mailbake runs");
+    // Commands that do not read standard input may exit before we finish writing it; their
+    // output and status are what the tests check, so a broken pipe here is not an error.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
+    child.wait_with_output().expect("mailbake finishes")
+}
