@@ -14,6 +14,7 @@ pub mod overlay;
 pub mod secrets;
 pub mod seed;
 pub mod site;
+pub mod workdir;
 
 /// Where mailbake finds the files it ships (`layers/`, `packages.lock`): `$MAILBAKE_DATA_DIR`,
 /// else the source tree it was built from.
