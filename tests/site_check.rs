@@ -530,3 +530,158 @@ fn lego_provider_names_have_no_empty_parts() {
         );
     }
 }
+
+/// Runs `mailbake check` on `text` written to a file; returns (exit code, stderr).
+fn check_cli(text: &[u8]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailbake"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "DIR");
+    (out.status.code(), stderr)
+}
+
+#[test]
+fn a_byte_order_mark_is_ignored_and_positions_stay_right() {
+    let mut text = "\u{feff}".to_string();
+    text.push_str(&example_with("ipv4: 203.0.113.10", "ipv4: 203.0.113.256"));
+    let report = problems(&text);
+    assert!(report.contains("site.yaml:30:11:"), "{report}");
+    let mut valid = "\u{feff}".to_string();
+    valid.push_str(EXAMPLE);
+    assert_valid(&valid);
+}
+
+#[test]
+fn a_tab_used_for_indentation_is_named_where_it_is() {
+    let text = example_with("    users: [i]\n", "\tusers: [i]\n");
+    assert_refused(
+        &text,
+        "\tusers: [i]",
+        &[
+            "is indented with a tab; YAML indents with spaces only",
+            "replace the tab",
+        ],
+    );
+}
+
+#[test]
+fn an_unclosed_bracket_is_named_where_it_opens() {
+    let text = example_with("    users: [i]\n", "    users: [i\n");
+    let report = problems(&text);
+    let line = line_of(&text, "users: [i");
+    assert!(
+        report.contains(&format!(
+            "site.yaml:{line}:12: `[` on line {line} is never closed"
+        )),
+        "{report}"
+    );
+    assert!(report.contains("close it with `]`"), "{report}");
+}
+
+#[test]
+fn an_error_inside_a_mapping_points_at_the_bad_key_not_the_first_one() {
+    let text = example_with("      fo: \"1\"\n", "      fo: \"1\"\n      pct: 101\n");
+    assert_refused(&text, "pct: 101", &["pct 101 is not a percentage"]);
+    let text = example_with(
+        "    dmarc:\n",
+        "    mta_sts: { mode: testing, max_age: 99999999999 }\n    dmarc:\n",
+    );
+    assert_refused(&text, "mta_sts:", &["max_age 99999999999 is too long"]);
+}
+
+#[test]
+fn every_broken_host_and_domain_is_reported_at_once() {
+    let text = example_with(
+        "\nssh:",
+        "  mx2:\n    fqdn: smtp2.example.com\n    ipv4: 203.0.113.300\n  mx3:\n    fqdn: smtp3.example.com\n    ipv4: 203.0.113.11\n    ipv6: { address: \"2001:db8:1::11\", gateway: \"fe80::1\" }\n\nssh:",
+    )
+    .replace("p: quarantine", "p: quarantined")
+    .replace("ipv4: 203.0.113.10", "ipv4: 999.0.113.10");
+    let mut errors = match mailbake::site::parse(Path::new("site.yaml"), &text) {
+        Ok(_) => panic!("invalid"),
+        Err(e) => e
+            .problems
+            .iter()
+            .map(|p| (p.at.map(|a| a.line), p.message.clone()))
+            .collect::<Vec<_>>(),
+    };
+    errors.sort();
+    let lines: Vec<Option<usize>> = errors.iter().map(|(l, _)| *l).collect();
+    assert_eq!(
+        lines,
+        [
+            Some(line_of(&text, "p: quarantined")),
+            Some(line_of(&text, "999.0.113.10")),
+            Some(line_of(&text, "203.0.113.300")),
+            Some(line_of(&text, "2001:db8:1::11")),
+        ],
+        "one problem per broken entry: {errors:#?}"
+    );
+    let (code, stderr) = check_cli(text.as_bytes());
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("4 problems found"), "{stderr}");
+}
+
+#[test]
+fn a_huge_bad_value_is_echoed_once_and_cut_short() {
+    let huge = "a".repeat(900_000);
+    let text = example_with("fqdn: smtp.example.com", &format!("fqdn: {huge}.com"));
+    let (code, stderr) = check_cli(text.as_bytes());
+    assert_eq!(code, Some(3));
+    assert!(stderr.len() < 4_000, "{} bytes of errors", stderr.len());
+    assert!(stderr.contains("more characters)"), "{stderr}");
+    assert!(stderr.matches(&"a".repeat(150)).count() <= 1, "{stderr}");
+}
+
+#[test]
+fn the_site_file_must_be_a_small_regular_file() {
+    let run = |path: &Path| {
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(env!("CARGO_BIN_EXE_mailbake"))
+            .arg("check")
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(Path::new("/dev/zero"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not a regular file (a device)"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("site.yaml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let (code, stderr) = run(&fifo);
+    assert_eq!(
+        code,
+        Some(1),
+        "a FIFO without a writer must not block: {stderr}"
+    );
+    assert!(stderr.contains("(a named pipe)"), "{stderr}");
+
+    let (code, stderr) = run(dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("(a directory)"), "{stderr}");
+
+    let big = dir.path().join("big.yaml");
+    let mut text = EXAMPLE.to_string();
+    text.push_str(&format!("# {}\n", "x".repeat(1 << 20)));
+    std::fs::write(&big, text).unwrap();
+    let (code, stderr) = run(&big);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is larger than 1048576 bytes"), "{stderr}");
+}

@@ -28,7 +28,7 @@ pub enum SecretsError {
     NotPlain { path: PathBuf },
 
     #[error(
-        "cannot read {path}: {source}\n  fix: make it readable by the user running mailbake (e.g. `chown $(id -un) '{path}' && chmod 600 '{path}'`)"
+        "cannot read {path}: {source}\n  fix: make it readable by the user running mailbake and by no one else (e.g. `chown $(id -un) '{path}' && chmod u+rwX,go= '{path}'`: 0700 for a directory, 0600 for a file)"
     )]
     Unreadable {
         path: PathBuf,
@@ -178,5 +178,24 @@ impl SecretsError {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unreadable_fix_suits_directories_and_files() {
+        let err = SecretsError::Unreadable {
+            path: PathBuf::from("secrets/dkim"),
+            source: io::ErrorKind::PermissionDenied.into(),
+        };
+        let text = err.to_string();
+        assert!(!text.contains("chmod 600"), "{text}");
+        assert!(
+            text.contains("0700 for a directory, 0600 for a file"),
+            "{text}"
+        );
     }
 }
