@@ -49,6 +49,13 @@ enum Command {
     /// Print the DNS records the site needs: MX, A/AAAA, PTR, SPF, DKIM, DMARC (and MTA-STS,
     /// TLS-RPT when enabled), as zone-file fragments, a registrar table or JSON.
     Dns(mailbake::dns::cli::DnsArgs),
+    /// Check a live deployment the way receivers judge it: MX, addresses, PTR (v4 and v6), SPF
+    /// evaluated, DKIM against the secrets store, DMARC, MTA-STS, TLS-RPT, SMTP and TLS,
+    /// DNSBLs. Exit 1 when a check fails.
+    Verify(mailbake::verify::cli::VerifyArgs),
+    /// Submit one test message with SMTP AUTH over TLS (465, or STARTTLS on 587) and print the
+    /// certificate, a transcript, the server's reply and the Message-ID.
+    SendTest(mailbake::send_test::SendTestArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,7 +79,7 @@ struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     secrets: Option<PathBuf>,
     /// Timestamp for every file in the artifacts (seconds since 1970).
-    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = build::DEFAULT_SOURCE_DATE_EPOCH)]
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = mailbake::epoch::DEFAULT_SOURCE_DATE_EPOCH)]
     source_date_epoch: u64,
 }
 
@@ -95,6 +102,12 @@ fn main() -> ExitCode {
             mailbake::secrets::cli::run_dkim(&command, &mut std::io::stdout())
         }
         Command::Dns(args) => mailbake::dns::cli::run(&args),
+        Command::Verify(args) => match mailbake::verify::cli::run_cli(&args) {
+            Ok(false) => Ok(()),
+            Ok(true) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
+        Command::SendTest(args) => mailbake::send_test::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,8 +142,12 @@ fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         source_date_epoch: args.source_date_epoch,
     };
     let report = build::run(&opts, &mut std::io::stderr().lock())?;
-    for (path, size, digest) in &report.files {
-        println!("{digest}  {size:>10}  {}", opts.out.join(path).display());
+    for file in &report.files {
+        let (digest, size) = (&file.sha256, file.size);
+        println!(
+            "{digest}  {size:>10}  {}",
+            opts.out.join(&file.path).display()
+        );
     }
     Ok(())
 }

@@ -128,10 +128,11 @@ fn sign_and_verify(
         "overlay has chasquid.conf"
     );
     let domain_dir = config.join("domains").join(DOMAIN);
-    let users = ok(store.user_db_bytes(DOMAIN)).unwrap_or_default();
+    let domain: mailbake::site::DomainName = ok(DOMAIN.try_into());
+    let users = ok(store.user_db_bytes(&domain)).unwrap_or_default();
     write(&domain_dir.join("users"), &users);
     for selector in selectors {
-        let key = ok(store.dkim_key(DOMAIN, selector));
+        let key = ok(store.dkim_key(&domain, &ok((*selector).try_into())));
         write(
             &domain_dir.join(format!("dkim:{selector}.pem")),
             key.pem().as_bytes(),
@@ -202,19 +203,18 @@ fn chasquid_signatures_verify_against_published_records() {
     else {
         panic!("the example site has no {DOMAIN}");
     };
-    let selectors: Vec<String> = domain
-        .dkim
-        .selectors
-        .keys()
-        .map(|s| s.to_string())
-        .collect();
+    let selectors: Vec<_> = domain.dkim.selectors.keys().cloned().collect();
     assert_eq!(selectors.len(), 2, "the example signs with RSA and Ed25519");
 
     // The test's own secrets: a user to authenticate as and a key per selector.
     let store = ok(SecretStore::create(tmp.path().join("secrets")));
-    ok(store.add_user(DOMAIN, USER, &ok(Password::new(PASSWORD.to_string()))));
+    ok(store.add_user(
+        &DOMAIN.try_into().unwrap(),
+        &USER.try_into().unwrap(),
+        &ok(Password::new(PASSWORD.to_string())),
+    ));
     for (selector, algorithm) in domain.dkim.selectors.iter() {
-        ok(store.dkim_keygen(DOMAIN, selector.as_str(), *algorithm, false));
+        ok(store.dkim_keygen(&DOMAIN.try_into().unwrap(), selector, *algorithm, false));
     }
 
     // The overlay as built for the example.
@@ -240,7 +240,7 @@ fn chasquid_signatures_verify_against_published_records() {
     let records_path = tmp.path().join("records.json");
     write(&records_path, &dns.stdout);
 
-    let selectors: Vec<&str> = selectors.iter().map(String::as_str).collect();
+    let selectors: Vec<&str> = selectors.iter().map(|s| s.as_str()).collect();
     let report = sign_and_verify(tmp.path(), &out, &store, &selectors, &records_path);
     assert_eq!(
         verified_signatures(&report),
@@ -276,7 +276,12 @@ fn after_a_rotation_mail_signed_with_the_retired_keys_still_verifies() {
     ok(fs::copy(common::example_site(), dir.join("site.yaml")));
     mailbake_in(dir, &["dkim", "keygen", "site.yaml", DOMAIN]);
     let store = ok(SecretStore::open(dir.join("secrets")));
-    ok(store.add_user(DOMAIN, USER, &ok(Password::new(PASSWORD.to_string()))));
+    let domain: mailbake::site::DomainName = ok(DOMAIN.try_into());
+    ok(store.add_user(
+        &domain,
+        &ok(USER.try_into()),
+        &ok(Password::new(PASSWORD.to_string())),
+    ));
 
     // Rotate, and change the site file exactly as `dkim rotate` says.
     let advice = mailbake_in(
@@ -310,7 +315,9 @@ fn after_a_rotation_mail_signed_with_the_retired_keys_still_verifies() {
         ("2026b-rsa", true),
         ("2026b-ed", true),
     ] {
-        let pem = ok(store.dkim_key(DOMAIN, selector)).pem().to_string();
+        let pem = ok(store.dkim_key(&domain, &ok(selector.try_into())))
+            .pem()
+            .to_string();
         let body = pem.lines().nth(1).expect("a PEM body line");
         assert_eq!(
             user_data.contains(body),

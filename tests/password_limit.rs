@@ -9,6 +9,7 @@ use std::fs;
 use std::process::Command;
 
 use mailbake::secrets::{Password, SecretStore, SecretsError, max_password_bytes};
+use mailbake::site::{DomainName, LocalPart};
 
 /// Logs in over STARTTLS on `port` as each (user, password) given on standard input (one
 /// JSON list), prints one JSON list of booleans / error texts.
@@ -40,12 +41,18 @@ fn the_longest_accepted_password_authenticates_and_one_more_byte_cannot() {
 
     // mailbake stores the longest and refuses one byte more.
     let store = SecretStore::create(dir.path().join("secrets")).unwrap();
+    let domain = DomainName::try_from("example.com").unwrap();
+    let local = |l: &str| LocalPart::try_from(l).unwrap();
     store
-        .add_user("example.com", "i", &Password::new(longest.clone()).unwrap())
+        .add_user(
+            &domain,
+            &local("i"),
+            &Password::new(longest.clone()).unwrap(),
+        )
         .expect("the longest password is stored");
     let refused = store.add_user(
-        "example.com",
-        "j",
+        &domain,
+        &local("j"),
         &Password::new(too_long.clone()).unwrap(),
     );
     assert!(
@@ -66,7 +73,7 @@ fn the_longest_accepted_password_authenticates_and_one_more_byte_cannot() {
     .unwrap();
     fs::write(
         domain_dir.join("users"),
-        store.user_db_bytes("example.com").unwrap().unwrap(),
+        store.user_db_bytes(&domain).unwrap().unwrap(),
     )
     .unwrap();
     let util = |args: &[&str]| {

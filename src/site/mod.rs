@@ -5,6 +5,7 @@
 //! starts with a half-understood configuration fails later and more quietly.
 
 mod alias_graph;
+mod chasquid;
 mod deserialize;
 mod diagnostic;
 mod hints;
@@ -17,6 +18,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use chasquid::*;
 pub use diagnostic::{Problem, SiteErrors};
 
 /// Bounds and escapes an error message for the terminal (see [`SiteErrors`]).
