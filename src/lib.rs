@@ -38,6 +38,7 @@ pub mod dns;
 pub mod epoch;
 pub mod fetch;
 pub mod image;
+pub mod init;
 pub mod output;
 pub mod overlay;
 pub mod secrets;
@@ -46,6 +47,7 @@ pub mod send_test;
 pub mod site;
 pub mod template;
 pub mod verify;
+pub mod workdir;
 
 /// Where mailbake finds the files it ships at run time (`layers/`, `packages.lock`):
 /// `$MAILBAKE_DATA_DIR`, else the source tree it was built from. (`cloud-init/` is built in:

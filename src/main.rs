@@ -21,7 +21,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a site file offline and report every problem with its line and column.
+    /// Start a new site: write DIR/site.yaml (one domain, one host, placeholders marked
+    /// REPLACE) and an empty secrets store DIR/secrets/ (0700). Never overwrites anything.
+    Init(mailbake::init::InitArgs),
+    /// Validate a site file offline and report its problems with line and column: every
+    /// broken domain and host entry, every other broken section, and every cross-check
+    /// (a YAML syntax error stops the check where it is).
     Check {
         /// The site file (YAML).
         site: PathBuf,
@@ -84,6 +89,7 @@ const EXIT_INVALID_SITE: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => mailbake::init::run(&args, &mut std::io::stdout()),
         Command::Check { site } => check(&site),
         Command::Build(args) => run_build(args),
         Command::Fetch(args) => mailbake::fetch::cli::run(&args),
@@ -152,6 +158,9 @@ fn report(err: anyhow::Error) -> ExitCode {
         eprint!("{}", errors.render(std::io::stderr().is_terminal()));
         return ExitCode::from(EXIT_INVALID_SITE);
     }
-    eprintln!("error: {err:#}");
+    // Errors can quote bytes from the input (a path inside a garbage archive, a value):
+    // never send raw control characters to the terminal, nor megabytes of them.
+    let text = site::bound_message(&format!("{err:#}"));
+    eprintln!("error: {text}");
     ExitCode::FAILURE
 }

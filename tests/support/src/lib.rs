@@ -152,3 +152,26 @@ pub fn free_port() -> u16 {
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
 }
+
+/// `mailbake ARGS…` run in `dir` with `stdin` written to it; returns its output whatever its
+/// exit status (the callers check refusals as well as successes).
+pub fn mailbake_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = Command::new(mailbake_bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mailbake runs");
+    // Commands that do not read standard input may exit before we finish writing it; their
+    // output and status are what the tests check, so a broken pipe here is not an error.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
+    child.wait_with_output().expect("mailbake finishes")
+}
