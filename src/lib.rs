@@ -25,7 +25,7 @@
 //! - [`build`] runs site → overlay | seed | dns, checking every input first, and writes them
 //!   with [`output`]; [`epoch`] is the one timestamp of every artifact.
 //! - [`image`]: a pinned base root tarball ⊕ the overlay → a bootable disk; [`boot`] runs it
-//!   in QEMU with a host's seed.
+//!   in QEMU with a host's seed; [`terraform`] runs it on a provider, one instance per host.
 //!
 //! A stage shares with the others only the loaded site, the opened store and the template
 //! context; it never reaches into another stage's internals.
@@ -43,3 +43,4 @@ pub mod seed;
 pub mod shipped;
 pub mod site;
 pub mod template;
+pub mod terraform;

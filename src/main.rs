@@ -44,6 +44,9 @@ enum Command {
     /// Print the DNS records the site needs: MX, A/AAAA, PTR, SPF, DKIM, DMARC (and MTA-STS,
     /// TLS-RPT when enabled), as zone-file fragments, a registrar table or JSON.
     Dns(mailbake::dns::cli::DnsArgs),
+    /// Write a Terraform/OpenTofu configuration that runs the site's hosts on Contabo from an
+    /// image built by `mailbake image`.
+    Terraform(mailbake::terraform::cli::TerraformArgs),
     /// Print mailbake's version; with --verbose, the digests of the layers, cloud-init
     /// templates and lock file built into it.
     Version {
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
             mailbake::secrets::cli::run_dkim(&command, &mut std::io::stdout())
         }
         Command::Dns(args) => mailbake::dns::cli::run(&args),
+        Command::Terraform(args) => mailbake::terraform::cli::run(&args),
         Command::Version { verbose } => {
             match verbose {
                 true => print!("{}", mailbake::shipped::describe()),

@@ -230,6 +230,7 @@ pub fn host_context<'a>(
         network: network::context(host),
         dirs,
         files: files.iter().map(StagedFile::context).collect(),
+        image: None,
     }
 }
 
