@@ -164,7 +164,17 @@ mod tests {
         let on_disk =
             LayersTree::read_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("layers")).unwrap();
         let built_in = built_in_layers();
-        assert_eq!(on_disk.entries(), built_in.entries());
+        let paths = |t: &LayersTree| -> Vec<String> {
+            t.entries().iter().map(|e| e.path.clone()).collect()
+        };
+        assert_eq!(paths(&on_disk), paths(&built_in));
+        for (disk, embedded) in on_disk.entries().iter().zip(built_in.entries()) {
+            assert!(
+                disk == embedded,
+                "{} differs from its built-in copy",
+                disk.path
+            );
+        }
         assert!(
             built_in
                 .entries()

@@ -99,3 +99,63 @@ fn install_target_dir() -> PathBuf {
         .expect("the binary is in <target>/<profile>/");
     target.join("ci-install")
 }
+
+/// docs/ci/github-actions.yml is a valid GitHub Actions workflow (check-jsonschema with the
+/// GitHub workflow schema it ships, offline), its `run:` scripts pass shellcheck as the bash
+/// GitHub runs them with, and it runs the steps docs/ci.md promises.
+#[test]
+fn the_example_github_workflow_is_valid_and_runs_every_step() {
+    let workflow = common::repo().join("docs/ci/github-actions.yml");
+    run(Command::new(common::test_tool("check-jsonschema"))
+        .args(["--builtin-schema", "vendor.github-workflows"])
+        .arg(&workflow));
+
+    let doc: serde_json::Value =
+        serde_norway::from_slice(&fs::read(&workflow).unwrap()).expect("the workflow is YAML");
+    let scripts: Vec<String> = doc["jobs"]
+        .as_object()
+        .expect("jobs")
+        .values()
+        .flat_map(|job| job["steps"].as_array().expect("steps").clone())
+        .filter_map(|step| step["run"].as_str().map(str::to_string))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, script) in scripts.iter().enumerate() {
+        assert!(
+            !script.contains("${{"),
+            "expressions belong in env:, not in run: {script}"
+        );
+        let file = dir.path().join(format!("step-{i}.sh"));
+        // GitHub runs `run:` with `bash -e {0}`.
+        fs::write(&file, format!("#!/bin/bash\nset -e\n{script}")).unwrap();
+        run(Command::new("shellcheck").arg(&file));
+    }
+    let all = scripts.join("\n");
+    for step in [
+        "cargo install --locked",
+        "mailbake version --verbose",
+        "mailbake check",
+        "mailbake build",
+        "--base-sums",
+        "mailbake terraform",
+        "mailbake verify",
+    ] {
+        assert!(all.contains(step), "the workflow does not run `{step}`");
+    }
+    let uses: Vec<&str> = doc["jobs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|job| job["steps"].as_array().unwrap())
+        .filter_map(|step| step["uses"].as_str())
+        .collect();
+    assert!(
+        uses.iter().any(|u| u.starts_with("actions/cache@")),
+        "no cache"
+    );
+    assert!(
+        uses.iter()
+            .any(|u| u.starts_with("actions/upload-artifact@")),
+        "no upload"
+    );
+}

@@ -119,20 +119,6 @@ fn tfvars(dir: &Path) -> Value {
     serde_json::from_slice(&fs::read(dir.join("mailbake.auto.tfvars.json")).unwrap()).unwrap()
 }
 
-/// The Python with the test tools (scripts/setup-host installs them).
-fn tools_python() -> PathBuf {
-    let root = std::env::var_os("MAILBAKE_TEST_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/mailbake-test-tools"));
-    let python = root.join("bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run scripts/setup-host (it installs scripts/test-tools.txt)",
-        python.display()
-    );
-    python
-}
-
 /// Every `.tf` file of `dir` as python-hcl2 parses it, by file name.
 fn parse_hcl(dir: &Path) -> BTreeMap<String, Value> {
     let script = "import hcl2, json, sys\n\
@@ -148,7 +134,7 @@ fn parse_hcl(dir: &Path) -> BTreeMap<String, Value> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .tf files in {}", dir.display());
-    let json = run(Command::new(tools_python())
+    let json = run(Command::new(common::test_tool("python"))
         .args(["-c", script])
         .args(&files));
     serde_json::from_str(&json).unwrap()
