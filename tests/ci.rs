@@ -1,14 +1,12 @@
 //! mailbake in CI: the installed binary needs no checkout, and the example CI workflow is a
 //! valid GitHub Actions workflow.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::run;
+use testkit::run;
 
 /// `cargo install --path` of a copy of this checkout, the copy deleted, then `build` of the
 /// example from an unrelated directory: the same SHA256SUMS (overlay, seeds, DNS) as the
@@ -21,7 +19,7 @@ use common::run;
 fn an_installed_binary_builds_the_example_with_no_checkout() {
     let tmp = tempfile::tempdir().unwrap();
     let checkout = tmp.path().join("checkout");
-    copy_checkout(&common::repo(), &checkout);
+    copy_checkout(&testkit::repo(), &checkout);
     let root = tmp.path().join("root");
     let started = Instant::now();
     run(Command::new(env!("CARGO"))
@@ -37,9 +35,9 @@ fn an_installed_binary_builds_the_example_with_no_checkout() {
     // The site travels with the operator, not with mailbake's source.
     let site_dir = tmp.path().join("site");
     fs::create_dir_all(&site_dir).unwrap();
-    fs::copy(common::example_site(), site_dir.join("site.yaml")).unwrap();
+    fs::copy(testkit::example_site(), site_dir.join("site.yaml")).unwrap();
     fs::remove_dir_all(&checkout).unwrap();
-    let secrets = common::example_secrets(&site_dir);
+    let secrets = testkit::example_secrets(&site_dir);
 
     let installed = root.join("bin/mailbake");
     let elsewhere = tmp.path().join("elsewhere");
@@ -50,7 +48,7 @@ fn an_installed_binary_builds_the_example_with_no_checkout() {
         "--out",
         "../out-installed",
     ]));
-    common::mailbake_build(
+    testkit::mailbake_build(
         &site_dir.join("site.yaml"),
         &secrets,
         &tmp.path().join("out-in-tree"),
@@ -105,8 +103,8 @@ fn install_target_dir() -> PathBuf {
 /// GitHub runs them with, and it runs the steps docs/ci.md promises.
 #[test]
 fn the_example_github_workflow_is_valid_and_runs_every_step() {
-    let workflow = common::repo().join("docs/ci/github-actions.yml");
-    run(Command::new(common::test_tool("check-jsonschema"))
+    let workflow = testkit::repo().join("docs/ci/github-actions.yml");
+    run(Command::new(testkit::test_tool("check-jsonschema"))
         .args(["--builtin-schema", "vendor.github-workflows"])
         .arg(&workflow));
 

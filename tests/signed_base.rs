@@ -4,13 +4,11 @@
 //! Ubuntu does (armored detached signature); every refusal names the file and the fix, exits
 //! 1 and writes nothing.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::run;
+use testkit::run;
 
 /// The base's published name: the list is searched by it.
 const BASE_NAME: &str = "ubuntu-22.04-server-cloudimg-amd64-root.tar.xz";

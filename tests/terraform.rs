@@ -4,8 +4,6 @@
 //! tofu binary is installed, its variables type-checked by it. The provider itself cannot be
 //! installed here (its registry is out of reach), so `terraform validate` is not run.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +13,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use common::run;
+use testkit::run;
 
 const BASE_URL: &str = "https://images.example.com/mailbake/";
 
@@ -67,8 +65,8 @@ impl Fleet {
     fn example() -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let site = dir.path().join("site.yaml");
-        fs::copy(common::example_site(), &site).unwrap();
-        let secrets = common::example_secrets(dir.path());
+        fs::copy(testkit::example_site(), &site).unwrap();
+        let secrets = testkit::example_secrets(dir.path());
         Fleet { dir, site, secrets }
     }
 
@@ -134,7 +132,7 @@ fn parse_hcl(dir: &Path) -> BTreeMap<String, Value> {
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no .tf files in {}", dir.display());
-    let json = run(Command::new(common::test_tool("python"))
+    let json = run(Command::new(testkit::test_tool("python"))
         .args(["-c", script])
         .args(&files));
     serde_json::from_str(&json).unwrap()
@@ -350,7 +348,7 @@ fn the_module_sets_only_documented_arguments_with_their_documented_types() {
     for name in ["main.tf", "variables.tf", "outputs.tf"] {
         assert_eq!(
             fs::read(out.join(name)).unwrap(),
-            fs::read(common::repo().join("terraform").join(name)).unwrap(),
+            fs::read(testkit::repo().join("terraform").join(name)).unwrap(),
             "{name}"
         );
     }
@@ -465,7 +463,7 @@ fn secrets_are_only_in_the_sensitive_user_data_which_is_the_hosts_seed_naming_th
     let image = fleet.image("1M");
     let out = fleet.terraform_ok(&image, "tf");
     let build = fleet.path("build");
-    common::mailbake_build(&fleet.site, &fleet.secrets, &build);
+    testkit::mailbake_build(&fleet.site, &fleet.secrets, &build);
 
     let vars = tfvars(&out);
     let user_data = vars["user_data"]["mx1"].as_str().unwrap();
@@ -579,7 +577,7 @@ fn a_hundred_hosts_get_a_hundred_seeds_with_the_stores_hashes() {
 
     let started = Instant::now();
     let build = fleet.path("build");
-    common::mailbake_build(&fleet.site, &fleet.secrets, &build);
+    testkit::mailbake_build(&fleet.site, &fleet.secrets, &build);
     let build_time = started.elapsed();
     let started = Instant::now();
     let out = fleet.terraform_ok(&fleet.image("1M"), "tf");
