@@ -19,7 +19,8 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::fetch::{self, Cache, Lock};
-use crate::output::{self, OutputFile, Written};
+use crate::output::{self, OutputFile, ReusedFile, Written};
+use crate::overlay::reuse::{OverlayKey, Record, RecordedFile, Verified};
 use crate::overlay::{self, PackagePayload, archive};
 use crate::shipped;
 use crate::template::SiteContext;
@@ -81,30 +82,68 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
     );
     let dns = dns_outputs(&loaded, store.as_ref(), progress)?;
 
-    // --- The expensive part: packages, the overlay tree, its tar and gzip.
-    let packages = load_packages(&lock, opts.cache.as_deref(), progress)?;
-    let tree = layers
-        .assemble(&packages)
-        .with_context(|| format!("assembling the overlay from {}", layers_dir.display()))?;
-    let tar = archive::tar(&tree, opts.source_date_epoch).context("writing overlay.tar")?;
-    let tar_gz = archive::gzip(&tar).context("compressing overlay.tar")?;
-    let manifest = archive::manifest(&tree);
-    let _ = writeln!(
-        progress,
-        "overlay: {} entries, {} bytes ({} gzipped)",
-        tree.len(),
-        tar.len(),
-        tar_gz.len()
-    );
+    // --- The expensive part: packages, the overlay tree, its tar and gzip; skipped when the
+    // previous output in --out already holds the overlay this key produced.
+    let cache = match opts.cache.as_deref() {
+        Some(dir) => Cache::open(dir)?,
+        None => Cache::open_default()?,
+    };
+    let key = OverlayKey::compute(&layers, &lock, opts.source_date_epoch);
+    let (overlay_files, reused, overlay_entries) = match warm_overlay(&cache, &key, &opts.out) {
+        Some((record, verified)) => {
+            let _ = writeln!(
+                progress,
+                "overlay: {} entries, unchanged (key {}): reusing {}",
+                record.entries,
+                &key.as_str()[..16],
+                opts.out.display()
+            );
+            let reused = verified
+                .into_iter()
+                .map(|v| ReusedFile {
+                    path: v.name,
+                    source: v.path,
+                    sha256: v.sha256,
+                    size: v.size as usize,
+                })
+                .collect();
+            (Vec::new(), reused, record.entries)
+        }
+        None => {
+            let (files, entries) = cold_overlay(
+                &layers,
+                &lock,
+                &cache,
+                layers_dir,
+                opts.source_date_epoch,
+                progress,
+            )?;
+            let record = Record {
+                files: files
+                    .iter()
+                    .map(|f| RecordedFile {
+                        name: f.path.clone(),
+                        sha256: archive::sha256_hex(&f.data),
+                        size: f.data.len() as u64,
+                    })
+                    .collect(),
+                entries,
+            };
+            if let Err(e) = record.store(cache.root(), &key) {
+                let _ = writeln!(
+                    progress,
+                    "warning: cannot record the overlay key in {} ({e}); the next build will not reuse this overlay",
+                    cache.root().display()
+                );
+            }
+            (files, Vec::new(), entries)
+        }
+    };
 
-    let mut files = vec![
-        OutputFile::public("overlay.tar", tar),
-        OutputFile::public("overlay.tar.gz", tar_gz),
-        OutputFile::public("MANIFEST", manifest.into_bytes()),
-    ];
+    let mut files = overlay_files;
     files.extend(seed::output_files(&seeds));
     files.extend(dns);
-    let written = output::write_dir(&opts.out, &files)?;
+    let written = output::write_dir_reusing(&opts.out, &files, &reused)?;
     let _ = writeln!(
         progress,
         "wrote {} in {:.1}s",
@@ -113,7 +152,7 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
     );
     Ok(BuildReport {
         files: written,
-        overlay_entries: tree.len(),
+        overlay_entries,
     })
 }
 
@@ -131,17 +170,57 @@ fn dns_outputs(
     Ok(files)
 }
 
+/// The record of `key` and the previous output's files it names, when they all still hash
+/// to what it says.
+fn warm_overlay(
+    cache: &Cache,
+    key: &OverlayKey,
+    previous_out: &Path,
+) -> Option<(Record, Vec<Verified>)> {
+    let record = Record::load(cache.root(), key)?;
+    let verified = record.verify(previous_out)?;
+    Some((record, verified))
+}
+
+/// The overlay's files made from scratch: packages fetched and read, the tree assembled,
+/// archived and compressed. Returns them with the tree's entry count.
+fn cold_overlay(
+    layers: &overlay::Rendered,
+    lock: &Lock,
+    cache: &Cache,
+    layers_dir: &Path,
+    source_date_epoch: u64,
+    progress: &mut dyn Write,
+) -> anyhow::Result<(Vec<OutputFile>, usize)> {
+    let packages = load_packages(lock, cache, progress)?;
+    let tree = layers
+        .assemble(&packages)
+        .with_context(|| format!("assembling the overlay from {}", layers_dir.display()))?;
+    let tar = archive::tar(&tree, source_date_epoch).context("writing overlay.tar")?;
+    let tar_gz = archive::gzip(&tar).context("compressing overlay.tar")?;
+    let manifest = archive::manifest(&tree);
+    let _ = writeln!(
+        progress,
+        "overlay: {} entries, {} bytes ({} gzipped)",
+        tree.len(),
+        tar.len(),
+        tar_gz.len()
+    );
+    let files = vec![
+        OutputFile::public("overlay.tar", tar),
+        OutputFile::public("overlay.tar.gz", tar_gz),
+        OutputFile::public("MANIFEST", manifest.into_bytes()),
+    ];
+    Ok((files, tree.len()))
+}
+
 /// Fetches (or finds in the cache) every pinned package and reads its payload.
 fn load_packages(
     lock: &Lock,
-    cache: Option<&Path>,
+    cache: &Cache,
     progress: &mut dyn Write,
 ) -> anyhow::Result<Vec<PackagePayload>> {
-    let cache = match cache {
-        Some(dir) => Cache::open(dir)?,
-        None => Cache::open_default()?,
-    };
-    let debs = fetch::fetch_all(lock, &cache, progress)?;
+    let debs = fetch::fetch_all(lock, cache, progress)?;
     debs.iter()
         .map(|deb| {
             let entries = fetch::deb::read_payload(&deb.path)

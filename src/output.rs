@@ -68,6 +68,16 @@ pub struct Written {
     pub sha256: String,
 }
 
+/// A file an earlier output already holds with the right bytes (checked by the caller against
+/// `sha256`): [`write_dir_reusing`] links it into the new output instead of writing it again.
+#[derive(Clone, Debug)]
+pub struct ReusedFile {
+    pub path: String,
+    pub source: PathBuf,
+    pub sha256: String,
+    pub size: usize,
+}
+
 /// Refuses a `dest` that [`write_dir`] would refuse to replace (it exists and is neither empty
 /// nor an earlier mailbake output), so a command can check `--out` before doing any work.
 pub fn check_destination(dest: &Path) -> Result<(), OutputError> {
@@ -83,6 +93,17 @@ pub fn check_destination(dest: &Path) -> Result<(), OutputError> {
 /// each file's digest (hashed once, for `SHA256SUMS` and the caller's report alike).
 /// Directories holding a secret file are made 0700.
 pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<Vec<Written>, OutputError> {
+    write_dir_reusing(dest, files, &[])
+}
+
+/// [`write_dir`], with `reused` files hard-linked (or, across file systems, copied) from where
+/// they are, so a warm build does not write tens of megabytes it already wrote. Public 0644
+/// files only: a link shares its mode with the earlier output's file.
+pub fn write_dir_reusing(
+    dest: &Path,
+    files: &[OutputFile],
+    reused: &[ReusedFile],
+) -> Result<Vec<Written>, OutputError> {
     check_destination(dest)?;
     let parent = dest
         .parent()
@@ -95,17 +116,18 @@ pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<Vec<Written>, Outp
     // 0700 until the output is complete and in place: seeds are written into it.
     let staging = crate::workdir::create(parent, STAGING_PREFIX).map_err(io(parent))?;
 
-    let mut written: Vec<Written> = Vec::with_capacity(files.len());
+    let mut written: Vec<Written> = Vec::with_capacity(files.len() + reused.len());
+    for file in reused {
+        let target = staged_path(staging.path(), &file.path)?;
+        link_or_copy(&file.source, &target)?;
+        written.push(Written {
+            path: file.path.clone(),
+            size: file.size,
+            sha256: file.sha256.clone(),
+        });
+    }
     for file in files {
-        if file.path.starts_with('/') || file.path.split('/').any(|s| s.is_empty() || s == "..") {
-            return Err(OutputError::BadPath {
-                path: file.path.clone(),
-            });
-        }
-        let target = staging.path().join(&file.path);
-        if let Some(dir) = target.parent() {
-            fs::create_dir_all(dir).map_err(io(dir))?;
-        }
+        let target = staged_path(staging.path(), &file.path)?;
         write_synced(&target, &file.data, file.mode)?;
         written.push(Written {
             path: file.path.clone(),
@@ -175,6 +197,31 @@ fn set_directory_modes(root: &Path, files: &[OutputFile]) -> Result<(), OutputEr
         fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io(&path))?;
     }
     Ok(())
+}
+
+/// Where `path` (relative, inside the output) goes in the staging directory; its parent made.
+fn staged_path(staging: &Path, path: &str) -> Result<PathBuf, OutputError> {
+    if path.starts_with('/') || path.split('/').any(|s| s.is_empty() || s == "..") {
+        return Err(OutputError::BadPath {
+            path: path.to_string(),
+        });
+    }
+    let target = staging.join(path);
+    if let Some(dir) = target.parent() {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    Ok(target)
+}
+
+fn link_or_copy(source: &Path, target: &Path) -> Result<(), OutputError> {
+    if fs::hard_link(source, target).is_ok() {
+        return Ok(());
+    }
+    fs::copy(source, target).map_err(io(target))?;
+    fs::set_permissions(target, fs::Permissions::from_mode(0o644)).map_err(io(target))?;
+    File::open(target)
+        .and_then(|f| f.sync_all())
+        .map_err(io(target))
 }
 
 fn is_replaceable(dest: &Path) -> bool {

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod layers;
 pub mod packages;
+pub mod reuse;
 pub mod tree;
 
 use crate::template::{self, SiteContext};
