@@ -1,5 +1,5 @@
 //! `mailbake build`: from a site file to every artifact of the site: the overlay every host
-//! shares (`overlay.tar`, its gzip and `MANIFEST`), each host's seed (`hosts/<host>/`), the
+//! shares (`overlay.tar`, its zstd copy `overlay.tar.zst` and `MANIFEST`), each host's seed (`hosts/<host>/`), the
 //! DNS records (`dns/`) and `SHA256SUMS` over all of them.
 //!
 //! The order is the point: everything that can be wrong with the inputs is checked first and
@@ -82,7 +82,7 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
     );
     let dns = dns_outputs(&loaded, store.as_ref(), progress)?;
 
-    // --- The expensive part: packages, the overlay tree, its tar and gzip; skipped when the
+    // --- The expensive part: packages, the overlay tree, its tar and zstd copy; skipped when the
     // previous output in --out already holds the overlay this key produced.
     let cache = match opts.cache.as_deref() {
         Some(dir) => Cache::open(dir)?,
@@ -183,7 +183,7 @@ fn warm_overlay(
 }
 
 /// The overlay's files made from scratch: packages fetched and read, the tree assembled,
-/// archived and compressed. Returns them with the tree's entry count.
+/// archived and compressed (zstd). Returns them with the tree's entry count.
 fn cold_overlay(
     layers: &overlay::Rendered,
     lock: &Lock,
@@ -197,18 +197,18 @@ fn cold_overlay(
         .assemble(&packages)
         .with_context(|| format!("assembling the overlay from {}", layers_dir.display()))?;
     let tar = archive::tar(&tree, source_date_epoch).context("writing overlay.tar")?;
-    let tar_gz = archive::gzip(&tar).context("compressing overlay.tar")?;
+    let tar_zst = archive::zstd(&tar).context("compressing overlay.tar")?;
     let manifest = archive::manifest(&tree);
     let _ = writeln!(
         progress,
-        "overlay: {} entries, {} bytes ({} gzipped)",
+        "overlay: {} entries, {} bytes ({} compressed)",
         tree.len(),
         tar.len(),
-        tar_gz.len()
+        tar_zst.len()
     );
     let files = vec![
         OutputFile::public("overlay.tar", tar),
-        OutputFile::public("overlay.tar.gz", tar_gz),
+        OutputFile::public("overlay.tar.zst", tar_zst),
         OutputFile::public("MANIFEST", manifest.into_bytes()),
     ];
     Ok((files, tree.len()))

@@ -31,7 +31,7 @@ enum Command {
         /// The site file (YAML).
         site: PathBuf,
     },
-    /// Build the site's artifacts into DIR: overlay.tar, overlay.tar.gz, MANIFEST, per-host
+    /// Build the site's artifacts into DIR: overlay.tar, overlay.tar.zst, MANIFEST, per-host
     /// seeds (hosts/<host>/seed/ and seed.img), SHA256SUMS.
     Build(BuildArgs),
     /// Download the pinned Debian packages (packages.lock) into the cache and verify them.
