@@ -25,6 +25,8 @@
 //!   with [`output`]; [`epoch`] is the one timestamp of every artifact.
 //! - [`image`]: a pinned base root tarball ⊕ the overlay → a bootable disk; [`boot`] runs it
 //!   in QEMU with a host's seed.
+//! - [`cert`] obtains each host's ACME certificate where mailbake runs and keeps it, with the
+//!   account, in the store; the seeds carry it, so a reinstall re-issues nothing.
 //! - [`verify`] checks a deployed site from outside, the way receivers judge it (DNS, PTR,
 //!   SPF evaluated, DKIM against the store, TLS, SMTP policy, DNSBLs); [`send_test`] submits
 //!   one test message.
@@ -34,6 +36,7 @@
 
 pub mod boot;
 pub mod build;
+pub mod cert;
 pub mod dns;
 pub mod epoch;
 pub mod fetch;

@@ -53,6 +53,10 @@ enum Command {
     /// evaluated, DKIM against the secrets store, DMARC, MTA-STS, TLS-RPT, SMTP and TLS,
     /// DNSBLs. Exit 1 when a check fails.
     Verify(mailbake::verify::cli::VerifyArgs),
+    /// Obtain or renew each host's ACME certificate from where mailbake runs and keep it, with
+    /// the ACME account, in the secrets store; a certificate good for more than 30 days is
+    /// kept as it is. `build` then puts it into the host's seed.
+    Cert(mailbake::cert::cli::CertArgs),
     /// Submit one test message with SMTP AUTH over TLS (465, or STARTTLS on 587) and print the
     /// certificate, a transcript, the server's reply and the Message-ID.
     SendTest(mailbake::send_test::SendTestArgs),
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         Command::SendTest(args) => mailbake::send_test::run(&args),
+        Command::Cert(args) => mailbake::cert::cli::run(&args, &mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
