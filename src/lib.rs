@@ -27,6 +27,7 @@
 //!   in QEMU with a host's seed.
 //! - [`cert`] obtains each host's ACME certificate where mailbake runs and keeps it, with the
 //!   account, in the store; the seeds carry it, so a reinstall re-issues nothing.
+//! - [`drain`] empties a deployed host's outbound queue over SSH before a reinstall.
 //! - [`verify`] checks a deployed site from outside, the way receivers judge it (DNS, PTR,
 //!   SPF evaluated, DKIM against the store, TLS, SMTP policy, DNSBLs); [`send_test`] submits
 //!   one test message.
@@ -38,6 +39,7 @@ pub mod boot;
 pub mod build;
 pub mod cert;
 pub mod dns;
+pub mod drain;
 pub mod epoch;
 pub mod fetch;
 pub mod image;

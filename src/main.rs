@@ -57,6 +57,10 @@ enum Command {
     /// the ACME account, in the secrets store; a certificate good for more than 30 days is
     /// kept as it is. `build` then puts it into the host's seed.
     Cert(mailbake::cert::cli::CertArgs),
+    /// Before a reinstall: over SSH, close port 25 (and with --all 587 and 465), make chasquid
+    /// try every queued message now, wait until the queue is empty or the timeout passes, and
+    /// list (or --export) what is left. Exit 0 only when the queue is empty or exported.
+    Drain(mailbake::drain::cli::DrainArgs),
     /// Submit one test message with SMTP AUTH over TLS (465, or STARTTLS on 587) and print the
     /// certificate, a transcript, the server's reply and the Message-ID.
     SendTest(mailbake::send_test::SendTestArgs),
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         },
         Command::SendTest(args) => mailbake::send_test::run(&args),
         Command::Cert(args) => mailbake::cert::cli::run(&args, &mut std::io::stdout()),
+        Command::Drain(args) => mailbake::drain::cli::run(&args, &mut std::io::stdout()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
