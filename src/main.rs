@@ -64,6 +64,16 @@ enum Command {
     /// Submit one test message with SMTP AUTH over TLS (465, or STARTTLS on 587) and print the
     /// certificate, a transcript, the server's reply and the Message-ID.
     SendTest(mailbake::send_test::SendTestArgs),
+    /// Write a Terraform/OpenTofu configuration that runs the site's hosts on Contabo from an
+    /// image built by `mailbake image`.
+    Terraform(mailbake::terraform::cli::TerraformArgs),
+    /// Print mailbake's version; with --verbose, the digests of the layers, cloud-init
+    /// templates and lock file built into it.
+    Version {
+        /// Also print the digests of the built-in data.
+        #[arg(long, short)]
+        verbose: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -73,13 +83,13 @@ struct BuildArgs {
     /// Output directory; replaced atomically (only if it is empty or an earlier mailbake output).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Lock file pinning the Debian packages [default: packages.lock shipped with mailbake].
+    /// Lock file pinning the Debian packages [default: the packages.lock built into mailbake].
     #[arg(long, value_name = "FILE")]
     lock: Option<PathBuf>,
     /// Package cache [default: $MAILBAKE_CACHE, else $XDG_CACHE_HOME/mailbake, else ~/.cache/mailbake].
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Layers directory [default: layers/ shipped with mailbake].
+    /// Layers directory [default: the layers/ built into mailbake].
     #[arg(long, value_name = "DIR")]
     layers: Option<PathBuf>,
     /// Secrets store the per-host seeds copy users, DKIM keys and credentials from
@@ -118,6 +128,14 @@ fn main() -> ExitCode {
         Command::SendTest(args) => mailbake::send_test::run(&args),
         Command::Cert(args) => mailbake::cert::cli::run(&args, &mut std::io::stdout()),
         Command::Drain(args) => mailbake::drain::cli::run(&args, &mut std::io::stdout()),
+        Command::Terraform(args) => mailbake::terraform::cli::run(&args),
+        Command::Version { verbose } => {
+            match verbose {
+                true => print!("{}", mailbake::shipped::describe()),
+                false => println!("mailbake {}", env!("CARGO_PKG_VERSION")),
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,7 +156,6 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run_build(args: BuildArgs) -> anyhow::Result<()> {
-    let data = mailbake::data_dir();
     let secrets = args
         .secrets
         .unwrap_or_else(|| mailbake::secrets::SecretStore::default_path(&args.site));
@@ -146,9 +163,9 @@ fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         secrets,
         site: args.site,
         out: args.out,
-        lock: args.lock.unwrap_or_else(|| data.join("packages.lock")),
+        lock: args.lock,
         cache: args.cache,
-        layers: args.layers.unwrap_or_else(|| data.join("layers")),
+        layers: args.layers,
         source_date_epoch: args.source_date_epoch,
     };
     let report = build::run(&opts, &mut std::io::stderr().lock())?;

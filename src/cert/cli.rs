@@ -11,7 +11,7 @@ use super::{
     Action, CertError, Freshness, LegoRunFailed, PinnedLego, RENEW_DAYS, Request,
     StoredCertificate, assess, env_file, host_names, lego::tail, unix_now,
 };
-use crate::fetch::{Cache, Lock};
+use crate::fetch::Cache;
 use crate::secrets::{self, ACME_ENV, LegoAccount, LegoCertificate, SecretStore};
 use crate::site::{self, Acme, Host, HostName, LoadedSite};
 use crate::template::SiteContext;
@@ -30,7 +30,7 @@ pub struct CertArgs {
     /// Secrets store holding acme.env and lego's state [default: secrets/ beside the site file].
     #[arg(long, value_name = "DIR")]
     pub secrets: Option<PathBuf>,
-    /// Lock file pinning lego [default: packages.lock shipped with mailbake].
+    /// Lock file pinning lego [default: the packages.lock built into mailbake].
     #[arg(long, value_name = "FILE")]
     pub lock: Option<PathBuf>,
     /// Package cache [default: $MAILBAKE_CACHE, else $XDG_CACHE_HOME/mailbake, else ~/.cache/mailbake].
@@ -87,12 +87,12 @@ pub fn run(args: &CertArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if todo.is_empty() {
         return Ok(());
     }
-    let data = crate::data_dir();
+    // The lock `build` uses (built in unless --lock), so lego here is the overlay's lego.
+    let lock = crate::shipped::lock(args.lock.as_deref())?;
     let lock_path = args
         .lock
         .clone()
-        .unwrap_or_else(|| data.join("packages.lock"));
-    let lock = Lock::load(&lock_path)?;
+        .unwrap_or_else(|| PathBuf::from(crate::shipped::BUILT_IN).join("packages.lock"));
     let cache = match &args.cache {
         Some(dir) => Cache::open(dir)?,
         None => Cache::open_default()?,

@@ -59,8 +59,8 @@ pub mod topology;
 
 pub use certs::{fingerprint, self_signed_certificate, throwaway_certificate};
 pub use consumers::{
-    Chasquid, EXAMPLE_PASSWORD, chasquid, chasquid_bin_dir, chasquid_util, example_secrets,
-    example_site, mailbake_build, unpack_overlay,
+    BuiltOverlay, Chasquid, EXAMPLE_PASSWORD, built_overlay, chasquid, chasquid_bin_dir,
+    chasquid_util, example_secrets, example_site, mailbake_build, test_tool, unpack_overlay,
 };
 pub use dns::{Dns, TsigKey, Zone, zone_text};
 pub use guest::{Guest, GuestOptions};
