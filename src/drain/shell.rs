@@ -43,26 +43,29 @@ mod tests {
         "it's",
         "'",
         "''\\'",
-        "$(touch /tmp/mailbake-quote-pwned)",
+        "$(touch pwned-by-substitution)",
         "`id`",
         "$HOME ${PATH}",
         "a\nb\n",
         "*",
         "-n",
         "\\\"back\\slash\"",
-        "ünïcödé; rm -rf / #",
+        "ünïcödé; touch pwned-by-separator #",
     ];
 
     /// The real shells the remote side may run (dash as sh, bash as the operator's login
-    /// shell) read every quoted word back as exactly the original.
+    /// shell) read every quoted word back as exactly the original. They run in an empty
+    /// directory of their own, where a word that escaped its quotes would leave a file.
     #[test]
     fn real_shells_read_each_word_back_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
         let line =
             command_line(&["printf", "%s\\0"]).unwrap() + " " + &command_line(&HOSTILE).unwrap();
         for shell in ["sh", "bash"] {
             let out = Command::new(shell)
                 .arg("-c")
                 .arg(&line)
+                .current_dir(dir.path())
                 .output()
                 .unwrap_or_else(|e| panic!("{shell}: {e}"));
             assert!(out.status.success(), "{shell}: {out:?}");
@@ -73,9 +76,14 @@ mod tests {
                 assert_eq!(*got, want.as_bytes(), "{shell} changed {want:?}");
             }
         }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert!(
-            !std::path::Path::new("/tmp/mailbake-quote-pwned").exists(),
-            "a quoted word was run as a command"
+            left.is_empty(),
+            "a quoted word was run as a command: {left:?}"
         );
     }
 
