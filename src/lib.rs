@@ -33,6 +33,10 @@
 //!   SPF evaluated, DKIM against the store, TLS, SMTP policy, DNSBLs); [`send_test`] submits
 //!   one test message.
 //!
+//! - Around the stages: [`init`] writes a starting site file, [`workdir`] makes the private
+//!   staging directories every stage writes through, [`cert`] obtains certificates on the
+//!   operator's machine and [`drain`] empties a host's queue before it is replaced.
+//!
 //! A stage shares with the others only the loaded site, the opened store and the template
 //! context; it never reaches into another stage's internals.
 
