@@ -3,7 +3,7 @@
 //!
 //! DNS-01 does not need the mail host, so the operator's machine (or CI) can get the
 //! certificate: with the site's `tls.acme` settings and the store's `acme.env`, the pinned
-//! lego ([`lego`]) works on a copy of the store's lego state ([`crate::secrets::AcmeUpdate`])
+//! lego (module `lego`) works on a copy of the store's lego state ([`crate::secrets::AcmeUpdate`])
 //! which replaces the stored state whole once lego succeeded and its certificate checks out.
 //! A stored certificate good for more than [`RENEW_DAYS`] days is reused without asking the
 //! CA anything; within the window `lego renew` replaces it; with no certificate, other names
