@@ -39,8 +39,8 @@ explicitly so smtplib does not resolve the host's own name).
         [--max-attempts M]
       Submits N uniquely named messages (Subject "T <k>", Message-ID <T.<k>@<domain of A>>,
       k = 1, 2, ...) over one authenticated session, opening a new one when the server drops
-      the connection (a restart), until N were accepted or M messages were tried (default
-      N + 10, at most 5 sessions). Unlike the other subcommands it prints one JSON line per
+      the connection (a restart; a session that does not open yet is tried again 2 s later),
+      until N were accepted or M messages were tried (default N + 10, at most 5 sessions). Unlike the other subcommands it prints one JSON line per
       message, flushed as soon as the server answered its DATA, so the caller can act at that
       exact moment (cut the power):
       {"k": 3, "subject": "T 3", "message_id": "<T.3@example.com>", "accepted": true,
@@ -79,6 +79,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from email.message import EmailMessage
 
 
@@ -261,15 +262,21 @@ def burst_session(args):
 
 def cmd_burst(args):
     max_attempts = args.max_attempts or args.count + 10
-    accepted, session, s = 0, 0, None
-    for k in range(1, max_attempts + 1):
-        if accepted == args.count:
-            break
+    accepted, session, s, k = 0, 0, None, 0
+    while accepted < args.count and k < max_attempts:
         if s is None:
             session += 1
             if session > 5:
                 raise ProbeError(f"gave up after 5 sessions with {accepted} accepted")
-            s = burst_session(args)
+            try:
+                s = burst_session(args)
+            except (ProbeError, OSError, smtplib.SMTPException) as e:
+                # The server is still coming back (a restart): try again shortly, bounded
+                # by the session count.
+                print(f"burst: session {session} did not open: {e}", file=sys.stderr)
+                time.sleep(2)
+                continue
+        k += 1
         data, subject, message_id = burst_message(args, k)
         line = {"k": k, "subject": subject, "message_id": message_id, "session": session}
         try:
@@ -290,7 +297,7 @@ def cmd_burst(args):
     if s is not None:
         quit_quietly(s)
     if accepted < args.count:
-        raise ProbeError(f"only {accepted} of {args.count} accepted in {max_attempts} tries")
+        raise ProbeError(f"only {accepted} of {args.count} accepted in {k} tries")
 
 
 def cmd_relay(args):
