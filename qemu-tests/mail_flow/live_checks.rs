@@ -447,7 +447,9 @@ fn spf_without_ipv6(t: &MailFlow) {
 }
 
 fn stale_dkim_key(t: &MailFlow) {
-    let stale = SenderKey::generate(&t.tmp.join("stale-dkim"));
+    let dir = t.tmp.join("stale-dkim");
+    fs::create_dir_all(&dir).unwrap();
+    let stale = SenderKey::generate(&dir);
     let owner = "2026a-rsa._domainkey.example.com.";
     let faulty = edited(t, "example.com", owner, "TXT", &[txt(&stale.record)]);
     let published = published_dkim(t, "2026a-rsa._domainkey.example.com");
