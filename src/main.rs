@@ -53,9 +53,27 @@ enum Command {
     /// evaluated, DKIM against the secrets store, DMARC, MTA-STS, TLS-RPT, SMTP and TLS,
     /// DNSBLs. Exit 1 when a check fails.
     Verify(mailbake::verify::cli::VerifyArgs),
+    /// Obtain or renew each host's ACME certificate from where mailbake runs and keep it, with
+    /// the ACME account, in the secrets store; a certificate good for more than 30 days is
+    /// kept as it is. `build` then puts it into the host's seed.
+    Cert(mailbake::cert::cli::CertArgs),
+    /// Before a reinstall: over SSH, close port 25 (and with --all 587 and 465), make chasquid
+    /// try every queued message now, wait until the queue is empty or the timeout passes, and
+    /// list (or --export) what is left. Exit 0 only when the queue is empty or exported.
+    Drain(mailbake::drain::cli::DrainArgs),
     /// Submit one test message with SMTP AUTH over TLS (465, or STARTTLS on 587) and print the
     /// certificate, a transcript, the server's reply and the Message-ID.
     SendTest(mailbake::send_test::SendTestArgs),
+    /// Write a Terraform/OpenTofu configuration that runs the site's hosts on Contabo from an
+    /// image built by `mailbake image`.
+    Terraform(mailbake::terraform::cli::TerraformArgs),
+    /// Print mailbake's version; with --verbose, the digests of the layers, cloud-init
+    /// templates and lock file built into it.
+    Version {
+        /// Also print the digests of the built-in data.
+        #[arg(long, short)]
+        verbose: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -65,13 +83,13 @@ struct BuildArgs {
     /// Output directory; replaced atomically (only if it is empty or an earlier mailbake output).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Lock file pinning the Debian packages [default: packages.lock shipped with mailbake].
+    /// Lock file pinning the Debian packages [default: the packages.lock built into mailbake].
     #[arg(long, value_name = "FILE")]
     lock: Option<PathBuf>,
     /// Package cache [default: $MAILBAKE_CACHE, else $XDG_CACHE_HOME/mailbake, else ~/.cache/mailbake].
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Layers directory [default: layers/ shipped with mailbake].
+    /// Layers directory [default: the layers/ built into mailbake].
     #[arg(long, value_name = "DIR")]
     layers: Option<PathBuf>,
     /// Secrets store the per-host seeds copy users, DKIM keys and credentials from
@@ -108,6 +126,16 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         Command::SendTest(args) => mailbake::send_test::run(&args),
+        Command::Cert(args) => mailbake::cert::cli::run(&args, &mut std::io::stdout()),
+        Command::Drain(args) => mailbake::drain::cli::run(&args, &mut std::io::stdout()),
+        Command::Terraform(args) => mailbake::terraform::cli::run(&args),
+        Command::Version { verbose } => {
+            match verbose {
+                true => print!("{}", mailbake::shipped::describe()),
+                false => println!("mailbake {}", env!("CARGO_PKG_VERSION")),
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,7 +156,6 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run_build(args: BuildArgs) -> anyhow::Result<()> {
-    let data = mailbake::data_dir();
     let secrets = args
         .secrets
         .unwrap_or_else(|| mailbake::secrets::SecretStore::default_path(&args.site));
@@ -136,9 +163,9 @@ fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         secrets,
         site: args.site,
         out: args.out,
-        lock: args.lock.unwrap_or_else(|| data.join("packages.lock")),
+        lock: args.lock,
         cache: args.cache,
-        layers: args.layers.unwrap_or_else(|| data.join("layers")),
+        layers: args.layers,
         source_date_epoch: args.source_date_epoch,
     };
     let report = build::run(&opts, &mut std::io::stderr().lock())?;

@@ -47,7 +47,7 @@ pub struct Source {
 
 impl Source {
     /// A name for this source that is safe as one path component and unique per source: suites
-    /// and components never contain `_` (see [`source_word`]).
+    /// and components never contain `_` (see `source_word`).
     pub fn dir_name(&self) -> String {
         format!("{}_{}", self.suite, self.component)
     }
@@ -166,8 +166,8 @@ impl fmt::Display for Sha256Digest {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "lock file {path} not found: run from the repository root (it has packages.lock) \
-         or pass --lock FILE"
+        "lock file {path} not found: check the --lock path, or leave --lock out to use the \
+         packages.lock built into mailbake"
     )]
     NotFound { path: PathBuf },
 

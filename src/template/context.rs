@@ -9,8 +9,6 @@
 //! seed's files and which manifest version the image's `apply-seed` reads. It is defined here
 //! once and rendered into both sides (`cloud-init/`, and the image's `seed.conf` and units).
 
-use std::collections::BTreeSet;
-
 use base64::Engine as _;
 use serde::Serialize;
 
@@ -159,18 +157,8 @@ fn domains(site: &Site) -> Vec<DomainContext> {
 
 fn acme(site: &Site, ca_bundle: Option<String>) -> Option<AcmeContext> {
     let acme = site.tls.acme.as_ref()?;
-    let mut names: Vec<String> = if acme.names.is_empty() {
-        site.domains
-            .keys()
-            .flat_map(|d| [d.to_string(), format!("*.{d}")])
-            .collect()
-    } else {
-        acme.names.iter().map(ToString::to_string).collect()
-    };
-    // A name listed twice would be asked for twice (CAs reject duplicate identifiers); keep
-    // the first, so the order the operator wrote stays.
-    let mut seen = BTreeSet::new();
-    names.retain(|n| seen.insert(n.to_ascii_lowercase()));
+    // The same names `mailbake cert` and the seeds use (one definition).
+    let names = crate::cert::site_names(site);
     Some(AcmeContext {
         directory: acme.directory.to_string(),
         email: acme.email.to_string(),
@@ -204,6 +192,19 @@ pub struct HostContext<'a> {
     pub dirs: Vec<String>,
     /// The files the seed stages, sorted by destination path.
     pub files: Vec<StagedFileContext>,
+    /// The disk image the host is to run, when the seed is made for one (provider user-data
+    /// from `mailbake terraform`); `None` for the seeds of `build`.
+    pub image: Option<ImageFacts>,
+}
+
+/// The disk image a seed is made for: naming it in the user-data makes a new image change
+/// the user-data too, so a provider that reinstalls on either always gets both.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageFacts {
+    /// sha256 of the image file, 64 lowercase hex digits.
+    pub sha256: String,
+    /// Where the provider downloads it from.
+    pub url: String,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -110,6 +110,27 @@ pub fn mailbake_build(site: &Path, secrets: &Path, out: &Path) {
     );
 }
 
+/// What [`built_overlay`] made under its directory.
+pub struct BuiltOverlay {
+    /// The secrets store the site was built with (the example's users and keys).
+    pub secrets: PathBuf,
+    /// The build's output directory.
+    pub out: PathBuf,
+    /// `overlay.tar`, unpacked.
+    pub root: PathBuf,
+}
+
+/// `mailbake build SITE` with the example's secrets into `dir/out`, its overlay unpacked into
+/// `dir/root`: the files chasquid would read on a host.
+pub fn built_overlay(dir: &Path, site: &Path) -> BuiltOverlay {
+    let secrets = example_secrets(dir);
+    let out = dir.join("out");
+    mailbake_build(site, &secrets, &out);
+    let root = dir.join("root");
+    unpack_overlay(&out, &root);
+    BuiltOverlay { secrets, out, root }
+}
+
 /// `overlay.tar` from a build, unpacked into `root`.
 pub fn unpack_overlay(out: &Path, root: &Path) {
     fs::create_dir_all(root).expect("mkdir root");
@@ -228,4 +249,19 @@ impl Drop for Chasquid {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A program from the Python test tools' virtualenv (`scripts/test-tools.txt`, installed by
+/// `scripts/setup-host` into `$MAILBAKE_TEST_TOOLS`, else /opt/mailbake-test-tools).
+pub fn test_tool(name: &str) -> PathBuf {
+    let root = std::env::var_os("MAILBAKE_TEST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/mailbake-test-tools"));
+    let bin = root.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/setup-host (it installs scripts/test-tools.txt)",
+        bin.display()
+    );
+    bin
 }

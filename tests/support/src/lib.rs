@@ -3,6 +3,8 @@
 //!
 //! - [`consumers`]: the real programs generated files are checked with (the shipped chasquid
 //!   and chasquid-util, `mailbake build`), and the example site.
+//! - [`pebble`]: the ACME test server in the test network, counting what it issues;
+//!   [`acme`]: a site whose certificates come from it by DNS-01 (RFC 2136 to the test DNS).
 //! - [`certs`]: throw-away certificates and a small CA.
 //! - [`netns`]: the test network, a "mini internet" in a network namespace of its own with the
 //!   site's real addresses and no route out; [`topology`] names its addresses.
@@ -45,6 +47,7 @@
 //! Errors of the helpers are `String`s that say what failed and carry the relevant log, so a
 //! test can write `ok(result)` (or `unwrap_or_else(|e| panic!("{e}"))`).
 
+pub mod acme;
 pub mod burst;
 pub mod certs;
 pub mod consumers;
@@ -53,6 +56,7 @@ pub mod guest;
 pub mod inbox;
 pub mod internet;
 pub mod netns;
+pub mod pebble;
 pub mod phases;
 pub mod probe;
 pub mod receiver;
@@ -62,8 +66,8 @@ pub mod topology;
 
 pub use certs::{fingerprint, self_signed_certificate, throwaway_certificate};
 pub use consumers::{
-    Chasquid, EXAMPLE_PASSWORD, chasquid, chasquid_bin_dir, chasquid_util, example_secrets,
-    example_site, mailbake_build, unpack_overlay,
+    BuiltOverlay, Chasquid, EXAMPLE_PASSWORD, built_overlay, chasquid, chasquid_bin_dir,
+    chasquid_util, example_secrets, example_site, mailbake_build, test_tool, unpack_overlay,
 };
 pub use dns::{Dns, TsigKey, Zone, zone_text};
 pub use guest::{Guest, GuestOptions};
