@@ -138,6 +138,7 @@ pub fn render(
     // A typo in a template must fail the build, not render an empty string into a config.
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    env.add_filter("shell_quote", super::escape::shell_quote_filter);
     let origin = format!("layer {}", layer.name);
     let domains: Vec<serde_json::Value> = context
         .get("domains")

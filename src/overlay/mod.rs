@@ -5,6 +5,7 @@
 pub mod acme_ca;
 pub mod archive;
 pub mod context;
+pub mod escape;
 pub mod layers;
 pub mod tree;
 

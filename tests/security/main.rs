@@ -1,0 +1,8 @@
+//! The image's security promises (docs/security.md), each checked against the real consumer:
+//! the shipped scripts under `sh`, the pinned chasquid on loopback or in a network namespace,
+//! openssl as the TLS client, systemd-analyze for the units.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod acme_quoting;
