@@ -58,6 +58,7 @@ pub fn for_site(site: &Site, acme_ca: Option<&str>) -> Value {
         "domains": domains,
         "chasquid": { "max_data_size_mb": site.chasquid.max_data_size_mb },
         "acme": acme,
+        "mail_policy": super::mail_policy::for_site(site),
     })
 }
 

@@ -7,6 +7,7 @@ pub mod archive;
 pub mod context;
 pub mod escape;
 pub mod layers;
+pub mod mail_policy;
 pub mod tree;
 
 use std::path::Path;

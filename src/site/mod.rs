@@ -10,6 +10,7 @@ mod model;
 mod names;
 mod net;
 mod policy;
+mod sending;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use model::*;
 pub use names::*;
 pub use net::*;
 pub use policy::*;
+pub use sending::*;
 
 use locate::Locations;
 

@@ -191,6 +191,17 @@ pub struct Chasquid {
     pub submission_tls: u16,
     pub config_dir: PathBuf,
     pub log: PathBuf,
+    netns: Option<String>,
+}
+
+/// What [`Chasquid::start_with`] changes from [`Chasquid::start`].
+#[derive(Clone, Debug, Default)]
+pub struct ChasquidOptions {
+    /// Extra environment for the daemon, such as a unit's `Environment=` settings.
+    pub env: Vec<(String, String)>,
+    /// Run in this network namespace (an `ip netns` name) instead of the host's; its
+    /// loopback is then the only network chasquid sees, and clients must run there too.
+    pub netns: Option<String>,
 }
 
 impl Chasquid {
@@ -201,6 +212,16 @@ impl Chasquid {
     /// running daemon too. Local delivery goes to a program that always defers, so accepted mail
     /// stays in the queue for the test to read and nothing is delivered anywhere.
     pub fn start(root: &Path, state: &Path, hostname: &str) -> Chasquid {
+        Chasquid::start_with(root, state, hostname, &ChasquidOptions::default())
+    }
+
+    /// [`Chasquid::start`] with extra environment and, optionally, in a network namespace.
+    pub fn start_with(
+        root: &Path,
+        state: &Path,
+        hostname: &str,
+        options: &ChasquidOptions,
+    ) -> Chasquid {
         let config_dir = root.join("etc/chasquid");
         let conf = config_dir.join("chasquid.conf");
         let text = fs::read_to_string(&conf).expect("chasquid.conf");
@@ -233,7 +254,16 @@ impl Chasquid {
              mail_log_path: \"<stderr>\" mail_delivery_agent_bin: \"{}\"",
             mda.display()
         );
-        let child = std::process::Command::new(chasquid())
+        let mut command = match &options.netns {
+            Some(netns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(chasquid());
+                c
+            }
+            None => std::process::Command::new(chasquid()),
+        };
+        let child = command
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .arg("-config_dir")
             .arg(&config_dir)
             .arg("-config_overrides")
@@ -250,6 +280,7 @@ impl Chasquid {
             submission_tls,
             config_dir,
             log,
+            netns: options.netns.clone(),
         };
         me.wait_listening();
         me
@@ -258,7 +289,15 @@ impl Chasquid {
     fn wait_listening(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.submission_tls)).is_ok() {
+            let listening = match self.netns {
+                // Another namespace's loopback cannot be reached from here: ask the log.
+                Some(_) => self.log_text().contains(&format!(
+                    "Server listening on 127.0.0.1:{} ",
+                    self.submission_tls
+                )),
+                None => std::net::TcpStream::connect(("127.0.0.1", self.submission_tls)).is_ok(),
+            };
+            if listening {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

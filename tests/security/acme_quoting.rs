@@ -9,8 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common;
-use mailbake::overlay::{self, PackagePayload, tree::Content};
+use crate::{common, fixture};
 
 /// The command every hostile value tries to run, relative to the directory acme-renew runs in.
 const RUN_CANARY: &str = "touch${IFS}canary";
@@ -81,28 +80,9 @@ impl Row {
     }
 }
 
-/// Package payloads stand-ins: the layers name these packages; their files do not matter here.
-fn no_payloads() -> Vec<PackagePayload> {
-    ["chasquid", "lego"]
-        .iter()
-        .map(|name| PackagePayload {
-            name: name.to_string(),
-            version: "0".into(),
-            entries: Vec::new(),
-        })
-        .collect()
-}
-
 /// `etc/mailbake/acme.conf` as `mailbake build` renders it for `site_text`.
 fn rendered_acme_conf(site_text: &str, dir: &Path) -> Vec<u8> {
-    let site = mailbake::site::parse(&dir.join("site.yaml"), site_text)
-        .unwrap_or_else(|e| panic!("the row's site should load:\n{e}\n{site_text}"));
-    let tree = overlay::build(&site, dir, &common::repo().join("layers"), &no_payloads())
-        .unwrap_or_else(|e| panic!("the overlay renders: {e}"));
-    match tree.get("etc/mailbake/acme.conf").map(|e| &e.content) {
-        Some(Content::File(bytes)) => bytes.clone(),
-        other => panic!("no acme.conf in the overlay: {other:?}"),
-    }
+    fixture::file(&fixture::render(site_text, dir), "etc/mailbake/acme.conf").to_vec()
 }
 
 /// Runs `script` (the shipped `acme-renew`) with `acme.conf` installed under `root` and stand-ins for

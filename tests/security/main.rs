@@ -6,3 +6,6 @@
 mod common;
 
 mod acme_quoting;
+mod fixture;
+mod netns;
+mod post_data_hook;

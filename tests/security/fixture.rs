@@ -1,0 +1,88 @@
+//! Overlays for the security tests: a site's layers rendered by `mailbake::overlay::build`,
+//! the function `mailbake build` uses, and written out as a root tree that the shipped
+//! chasquid and scripts run from. The packages' payloads are left out (the tests bring the
+//! pinned chasquid binary themselves, see `common::chasquid`), which keeps a fixture to
+//! milliseconds instead of reading and compressing tens of megabytes.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::common;
+use mailbake::overlay::tree::{Content, Tree};
+use mailbake::overlay::{self, PackagePayload};
+use mailbake::secrets::{Password, SecretStore};
+
+/// Stand-ins for the pinned packages the layers name; their files do not matter here.
+fn no_payloads() -> Vec<PackagePayload> {
+    ["chasquid", "lego"]
+        .iter()
+        .map(|name| PackagePayload {
+            name: name.to_string(),
+            version: "0".into(),
+            entries: Vec::new(),
+        })
+        .collect()
+}
+
+/// The overlay tree for `site_text` (a site file's contents), as the build renders it.
+pub fn render(site_text: &str, dir: &Path) -> Tree {
+    let site = mailbake::site::parse(&dir.join("site.yaml"), site_text)
+        .unwrap_or_else(|e| panic!("the test site should load:\n{e:?}\n{site_text}"));
+    overlay::build(&site, dir, &common::repo().join("layers"), &no_payloads())
+        .unwrap_or_else(|e| panic!("the overlay renders: {e}"))
+}
+
+/// One rendered file of `tree`.
+pub fn file<'a>(tree: &'a Tree, path: &str) -> &'a [u8] {
+    match tree.get(path).map(|e| &e.content) {
+        Some(Content::File(bytes)) => bytes,
+        other => panic!("no file {path} in the overlay: {other:?}"),
+    }
+}
+
+/// Writes `tree` under `root` with its modes, as unpacking overlay.tar would.
+pub fn write_tree(tree: &Tree, root: &Path) {
+    for (path, entry) in tree.entries() {
+        let target = root.join(path);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).expect("mkdir parent");
+        }
+        match &entry.content {
+            Content::Dir => fs::create_dir_all(&target).expect("mkdir"),
+            Content::File(bytes) => {
+                fs::write(&target, bytes).expect("write file");
+                fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode))
+                    .expect("chmod");
+            }
+            Content::Symlink(to) => std::os::unix::fs::symlink(to, &target).expect("symlink"),
+        }
+    }
+}
+
+/// A chasquid configuration directory for `site_text` under `root`: the overlay, a throw-away
+/// certificate for `smtp.example.com`, and users databases with `users` (`local@domain`,
+/// password), as a seed would install them.
+pub fn chasquid_root(site_text: &str, dir: &Path, users: &[(&str, &str)]) -> std::path::PathBuf {
+    let root = dir.join("root");
+    write_tree(&render(site_text, dir), &root);
+    let config = root.join("etc/chasquid");
+    common::throwaway_certificate(&config, "smtp.example.com");
+    let store = SecretStore::create(dir.join("secrets")).expect("create the store");
+    for (address, password) in users {
+        let (local, domain) = address.split_once('@').expect("user@domain");
+        let password = Password::new(password.to_string()).expect("a long password");
+        store
+            .add_user(domain, local, &password)
+            .expect("add the user");
+    }
+    for domain in store.user_domains().expect("list domains") {
+        let bytes = store
+            .user_db_bytes(&domain)
+            .expect("users database")
+            .expect("users database exists");
+        fs::write(config.join("domains").join(&domain).join("users"), bytes)
+            .expect("install users");
+    }
+    root
+}
