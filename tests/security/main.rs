@@ -9,3 +9,4 @@ mod acme_quoting;
 mod fixture;
 mod netns;
 mod post_data_hook;
+mod tls;
