@@ -191,7 +191,8 @@ pub struct Chasquid {
     pub submission_tls: u16,
     pub config_dir: PathBuf,
     pub log: PathBuf,
-    netns: Option<String>,
+    /// chasquid runs in another namespace: its ports cannot be probed from here.
+    wrapped: bool,
 }
 
 /// What [`Chasquid::start_with`] changes from [`Chasquid::start`].
@@ -199,9 +200,13 @@ pub struct Chasquid {
 pub struct ChasquidOptions {
     /// Extra environment for the daemon, such as a unit's `Environment=` settings.
     pub env: Vec<(String, String)>,
-    /// Run in this network namespace (an `ip netns` name) instead of the host's; its
-    /// loopback is then the only network chasquid sees, and clients must run there too.
-    pub netns: Option<String>,
+    /// A command prefix chasquid runs under, such as `ip netns exec NAME` (a network
+    /// namespace whose network is all chasquid sees; clients must run there too).
+    pub wrapper: Vec<String>,
+    /// Listen on every address of the (namespace's) host instead of 127.0.0.1 only.
+    pub all_addresses: bool,
+    /// Keep chasquid.conf's mail log (the image's `<syslog>`) instead of the test log.
+    pub keep_mail_log: bool,
 }
 
 impl Chasquid {
@@ -248,16 +253,24 @@ impl Chasquid {
         let mda = state.with_extension("mda");
         fs::write(&mda, "#!/bin/sh\ncat > /dev/null\nexit 75\n").expect("write the test MDA");
         fs::set_permissions(&mda, fs::Permissions::from_mode(0o755)).expect("chmod the test MDA");
-        let overrides = format!(
-            "smtp_address: \"127.0.0.1:{smtp}\" submission_address: \"127.0.0.1:{submission}\" \
-             submission_over_tls_address: \"127.0.0.1:{submission_tls}\" hostname: \"{hostname}\" \
-             mail_log_path: \"<stderr>\" mail_delivery_agent_bin: \"{}\"",
+        let host = if options.all_addresses {
+            ""
+        } else {
+            "127.0.0.1"
+        };
+        let mut overrides = format!(
+            "smtp_address: \"{host}:{smtp}\" submission_address: \"{host}:{submission}\" \
+             submission_over_tls_address: \"{host}:{submission_tls}\" hostname: \"{hostname}\" \
+             mail_delivery_agent_bin: \"{}\"",
             mda.display()
         );
-        let mut command = match &options.netns {
-            Some(netns) => {
-                let mut c = std::process::Command::new("ip");
-                c.args(["netns", "exec", netns]).arg(chasquid());
+        if !options.keep_mail_log {
+            overrides.push_str(" mail_log_path: \"<stderr>\"");
+        }
+        let mut command = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(chasquid());
                 c
             }
             None => std::process::Command::new(chasquid()),
@@ -280,7 +293,7 @@ impl Chasquid {
             submission_tls,
             config_dir,
             log,
-            netns: options.netns.clone(),
+            wrapped: !options.wrapper.is_empty(),
         };
         me.wait_listening();
         me
@@ -289,13 +302,14 @@ impl Chasquid {
     fn wait_listening(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            let listening = match self.netns {
-                // Another namespace's loopback cannot be reached from here: ask the log.
-                Some(_) => self.log_text().contains(&format!(
-                    "Server listening on 127.0.0.1:{} ",
-                    self.submission_tls
-                )),
-                None => std::net::TcpStream::connect(("127.0.0.1", self.submission_tls)).is_ok(),
+            let listening = if self.wrapped {
+                // Another namespace's ports cannot be reached from here: ask the log.
+                let port = format!(":{} (", self.submission_tls);
+                self.log_text()
+                    .lines()
+                    .any(|l| l.contains("Server listening on ") && l.contains(&port))
+            } else {
+                std::net::TcpStream::connect(("127.0.0.1", self.submission_tls)).is_ok()
             };
             if listening {
                 return;

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::common;
+use crate::common::{self, Chasquid, ChasquidOptions};
 use mailbake::overlay::tree::{Content, Tree};
 use mailbake::overlay::{self, PackagePayload};
 use mailbake::secrets::{Password, SecretStore};
@@ -85,4 +85,12 @@ pub fn chasquid_root(site_text: &str, dir: &Path, users: &[(&str, &str)]) -> std
             .expect("install users");
     }
     root
+}
+
+/// The shipped chasquid from `root` (see [`chasquid_root`]) as `smtp.example.com`, its
+/// queue and state in `dir/state`.
+pub fn start_chasquid(root: &Path, dir: &Path, options: ChasquidOptions) -> Chasquid {
+    let state = dir.join("state");
+    fs::create_dir_all(&state).expect("mkdir state");
+    Chasquid::start_with(root, &state, "smtp.example.com", &options)
 }

@@ -6,6 +6,7 @@
 mod common;
 
 mod acme_quoting;
+mod auth_guard;
 mod fixture;
 mod netns;
 mod post_data_hook;

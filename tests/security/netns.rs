@@ -31,6 +31,13 @@ impl Netns {
         common::run(Command::new("ip").args(["-n", &self.name]).args(args))
     }
 
+    /// The command prefix that runs a program inside the namespace.
+    pub fn wrapper(&self) -> Vec<String> {
+        ["ip", "netns", "exec", &self.name]
+            .map(String::from)
+            .to_vec()
+    }
+
     /// A command that runs `program` inside the namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");

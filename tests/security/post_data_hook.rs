@@ -9,7 +9,7 @@ use std::fs;
 
 use serde_json::{Value, json};
 
-use crate::common::{Chasquid, ChasquidOptions};
+use crate::common::ChasquidOptions;
 use crate::fixture;
 use crate::netns::Netns;
 
@@ -140,14 +140,11 @@ fn run_cases(site: &str, cases: &[Case]) {
         .collect();
     let root = fixture::chasquid_root(site, dir.path(), &users);
     let netns = Netns::new("hook");
-    let state = dir.path().join("state");
-    fs::create_dir_all(&state).expect("mkdir state");
-    let chasquid = Chasquid::start_with(
+    let chasquid = fixture::start_chasquid(
         &root,
-        &state,
-        "smtp.example.com",
-        &ChasquidOptions {
-            netns: Some(netns.name.clone()),
+        dir.path(),
+        ChasquidOptions {
+            wrapper: netns.wrapper(),
             ..ChasquidOptions::default()
         },
     );

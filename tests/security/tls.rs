@@ -110,13 +110,10 @@ fn handshake(
 fn start(dir: &Path, env: Vec<(String, String)>) -> Chasquid {
     let root = fixture::chasquid_root(SITE, dir, &[]);
     rsa_certificate(&root.join("etc/chasquid"));
-    let state = dir.join("state");
-    fs::create_dir_all(&state).expect("mkdir state");
-    Chasquid::start_with(
+    fixture::start_chasquid(
         &root,
-        &state,
-        "smtp.example.com",
-        &ChasquidOptions {
+        dir,
+        ChasquidOptions {
             env,
             ..ChasquidOptions::default()
         },
