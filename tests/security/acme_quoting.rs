@@ -274,28 +274,19 @@ fn acme_values_the_site_model_refuses_are_refused_where_they_are_written() {
 #[test]
 fn mailbake_build_writes_an_acme_conf_that_runs_nothing() {
     let work = tempfile::tempdir().expect("temp dir");
-    let example = fs::read_to_string(common::example_site()).expect("example site");
     let row = Row {
         directory: format!("https://acme.example/$({RUN_CANARY})?a=1&b=2"),
         email: format!("`{RUN_CANARY}`@example.com"),
         ..Row::new()
     };
-    let site_text = format!(
-        "{example}\ntls:\n  acme:\n    provider: rfc2136\n    email: {}\n    directory: {}\n",
-        yaml_str(&row.email),
-        yaml_str(&row.directory)
+    let unpacked = fixture::built_example_with_acme(
+        work.path(),
+        &format!(
+            "    provider: rfc2136\n    email: {}\n    directory: {}\n",
+            yaml_str(&row.email),
+            yaml_str(&row.directory)
+        ),
     );
-    let site = work.path().join("site.yaml");
-    fs::write(&site, site_text).expect("write site");
-    let secrets: PathBuf = common::example_secrets(work.path());
-    mailbake::secrets::SecretStore::open(&secrets)
-        .expect("store opens")
-        .write_secret("acme.env", b"RFC2136_NAMESERVER=192.0.2.53\n")
-        .expect("acme.env");
-    let out = work.path().join("out");
-    common::mailbake_build(&site, &secrets, &out);
-    let unpacked = work.path().join("unpacked");
-    common::unpack_overlay(&out, &unpacked);
     let conf = fs::read(unpacked.join("etc/mailbake/acme.conf")).expect("acme.conf built");
     let run = work.path().join("run");
     let got = run_acme_renew(&unpacked.join("usr/lib/mailbake/acme-renew"), &conf, &run);

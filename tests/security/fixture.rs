@@ -94,3 +94,22 @@ pub fn start_chasquid(root: &Path, dir: &Path, options: ChasquidOptions) -> Chas
     fs::create_dir_all(&state).expect("mkdir state");
     Chasquid::start_with(root, &state, "smtp.example.com", &options)
 }
+
+/// `mailbake build` of the example site with `tls.acme` set by `acme` (YAML lines under
+/// `acme:`, indented by four), through the real CLI with the pinned packages, unpacked into
+/// `dir/unpacked`, which is returned.
+pub fn built_example_with_acme(dir: &Path, acme: &str) -> std::path::PathBuf {
+    let example = fs::read_to_string(common::example_site()).expect("example site");
+    let site = dir.join("site.yaml");
+    fs::write(&site, format!("{example}\ntls:\n  acme:\n{acme}")).expect("write site");
+    let secrets = common::example_secrets(dir);
+    SecretStore::open(&secrets)
+        .expect("store opens")
+        .write_secret("acme.env", b"RFC2136_NAMESERVER=192.0.2.53\n")
+        .expect("acme.env");
+    let out = dir.join("out");
+    common::mailbake_build(&site, &secrets, &out);
+    let unpacked = dir.join("unpacked");
+    common::unpack_overlay(&out, &unpacked);
+    unpacked
+}

@@ -11,3 +11,4 @@ mod fixture;
 mod netns;
 mod post_data_hook;
 mod tls;
+mod units;
