@@ -10,5 +10,6 @@ mod auth_guard;
 mod fixture;
 mod netns;
 mod post_data_hook;
+mod shellcheck;
 mod tls;
 mod units;
