@@ -6,6 +6,7 @@
 //! delivery attempt or DNS lookup can leave it.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use serde_json::{Value, json};
 
@@ -133,12 +134,25 @@ fn random_locals(n: usize) -> Vec<String> {
 /// Starts chasquid for `site` in a namespace of its own, runs `cases` and checks each one's
 /// outcome, failing with every mismatch and chasquid's log.
 fn run_cases(site: &str, cases: &[Case]) {
+    run_cases_with_filters(site, &[], cases);
+}
+
+/// [`run_cases`] with operator filters (name, script) installed in `hooks/post-data.d/`;
+/// returns chasquid's queue directory, which holds the accepted messages.
+fn run_cases_with_filters(site: &str, filters: &[(&str, &str)], cases: &[Case]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let users: Vec<(&str, &str)> = ["i@example.com", "j@example.com", "k@example.org"]
         .iter()
         .map(|u| (*u, PASSWORD))
         .collect();
     let root = fixture::chasquid_root(site, dir.path(), &users);
+    let filter_dir = root.join("etc/chasquid/hooks/post-data.d");
+    for (name, script) in filters {
+        fs::create_dir_all(&filter_dir).expect("mkdir post-data.d");
+        let path = filter_dir.join(name);
+        fs::write(&path, script).expect("write filter");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod filter");
+    }
     let netns = Netns::new("hook");
     let chasquid = fixture::start_chasquid(
         &root,
@@ -196,6 +210,14 @@ fn run_cases(site: &str, cases: &[Case]) {
         wrong.join("\n"),
         chasquid.log_text()
     );
+    let mut queued = String::new();
+    for entry in fs::read_dir(dir.path().join("state/queue")).expect("queue dir") {
+        let path = entry.expect("queue entry").path();
+        queued.push_str(&String::from_utf8_lossy(
+            &fs::read(&path).expect("queue item"),
+        ));
+    }
+    queued
 }
 
 #[test]
@@ -466,4 +488,58 @@ fn the_hook_reads_the_site_from_a_rendered_policy_file() {
             "{line:?} missing from the policy:\n{policy}"
         );
     }
+}
+
+/// Operator filters in post-data.d/ still run, with the whole message, after mailbake's
+/// checks: their headers are added, their refusals stand, and they never see what
+/// mailbake already refused.
+#[test]
+fn operator_filters_in_post_data_d_run_after_mailbake_s_checks() {
+    let filters = [
+        (
+            "10-tag",
+            "#!/bin/sh\n# The body comes after the header block mailbake's check reads.\nif grep -q '^A message for the post-data hook.$'; then echo 'X-Operator-Filter: saw the body'; fi\n",
+        ),
+        (
+            "20-no-spam",
+            "#!/bin/sh\nif grep -q '^Subject: spam'; then echo '5.7.1 the operator filter says no'; exit 20; fi\n",
+        ),
+        (
+            "30-never-reached",
+            "#!/bin/sh\necho '4.3.0 the filter ran after a refusal'; exit 1\n",
+        ),
+    ];
+    // 30-never-reached defers everything it sees: only refused messages may pass it by.
+    let never = [filters[0], filters[1]];
+    let queued = run_cases_with_filters(
+        SITE,
+        &never,
+        &[
+            inbound("an ordinary message", vec!["i@example.com".into()], ""),
+            Case {
+                headers: "From: someone@elsewhere.example\nSubject: spam\n".into(),
+                ..inbound(
+                    "spam by the operator's rule",
+                    vec!["i@example.com".into()],
+                    "",
+                )
+            }
+            .refused("the operator filter says no"),
+        ],
+    );
+    assert!(
+        queued.contains("X-Operator-Filter: saw the body"),
+        "the filter's header is missing or it got part of the message:\n{queued}"
+    );
+    run_cases_with_filters(
+        SITE,
+        &filters,
+        &[submit(
+            "forged sender",
+            "i@example.com",
+            "j@example.com",
+            "j@example.com",
+        )
+        .refused("may not send as j@example.com")],
+    );
 }
