@@ -7,6 +7,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use serde_json::{Value, json};
 
@@ -80,8 +81,10 @@ struct Case {
     mail_from: String,
     rcpt: Vec<String>,
     headers: String,
-    /// `None`: accepted (250 to DATA); `Some(text)`: refused with 554 and `text` in the reply.
+    /// `None`: accepted (250 to DATA); `Some(text)`: refused with `code` (554, or 451 for
+    /// a deferral) and `text` in the reply.
     refused: Option<&'static str>,
+    code: i64,
 }
 
 fn submit(name: &'static str, user: &'static str, mail_from: &str, from_header: &str) -> Case {
@@ -92,6 +95,7 @@ fn submit(name: &'static str, user: &'static str, mail_from: &str, from_header: 
         rcpt: vec!["friend@elsewhere.example".to_string()],
         headers: format!("From: {from_header}\nTo: friend@elsewhere.example\nSubject: {name}\n"),
         refused: None,
+        code: 554,
     }
 }
 
@@ -105,12 +109,18 @@ fn inbound(name: &'static str, rcpt: Vec<String>, extra_headers: &str) -> Case {
             "From: Someone <someone@elsewhere.example>\nTo: i@example.com\nSubject: {name}\n{extra_headers}"
         ),
         refused: None,
+        code: 554,
     }
 }
 
 impl Case {
     fn refused(mut self, why: &'static str) -> Case {
         self.refused = Some(why);
+        self
+    }
+    fn deferred(mut self, why: &'static str) -> Case {
+        self.refused = Some(why);
+        self.code = 451;
         self
     }
     fn to_json(&self) -> Value {
@@ -134,25 +144,37 @@ fn random_locals(n: usize) -> Vec<String> {
 /// Starts chasquid for `site` in a namespace of its own, runs `cases` and checks each one's
 /// outcome, failing with every mismatch and chasquid's log.
 fn run_cases(site: &str, cases: &[Case]) {
-    run_cases_with_filters(site, &[], cases);
+    run_cases_in(site, |_| {}, cases);
 }
 
-/// [`run_cases`] with operator filters (name, script) installed in `hooks/post-data.d/`;
-/// returns chasquid's queue directory, which holds the accepted messages.
+/// [`run_cases`] with operator filters (name, script) installed in `hooks/post-data.d/`.
 fn run_cases_with_filters(site: &str, filters: &[(&str, &str)], cases: &[Case]) -> String {
+    run_cases_in(
+        site,
+        |config| {
+            let filter_dir = config.join("hooks/post-data.d");
+            fs::create_dir_all(&filter_dir).expect("mkdir post-data.d");
+            for (name, script) in filters {
+                let path = filter_dir.join(name);
+                fs::write(&path, script).expect("write filter");
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+                    .expect("chmod filter");
+            }
+        },
+        cases,
+    )
+}
+
+/// [`run_cases`] after `prepare` has changed chasquid's configuration directory; returns the
+/// contents of chasquid's queue, which holds the accepted messages.
+fn run_cases_in(site: &str, prepare: impl FnOnce(&Path), cases: &[Case]) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let users: Vec<(&str, &str)> = ["i@example.com", "j@example.com", "k@example.org"]
         .iter()
         .map(|u| (*u, PASSWORD))
         .collect();
     let root = fixture::chasquid_root(site, dir.path(), &users);
-    let filter_dir = root.join("etc/chasquid/hooks/post-data.d");
-    for (name, script) in filters {
-        fs::create_dir_all(&filter_dir).expect("mkdir post-data.d");
-        let path = filter_dir.join(name);
-        fs::write(&path, script).expect("write filter");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod filter");
-    }
+    prepare(&root.join("etc/chasquid"));
     let netns = Netns::new("hook");
     let chasquid = fixture::start_chasquid(
         &root,
@@ -191,11 +213,11 @@ fn run_cases_with_filters(site: &str, filters: &[(&str, &str)], cases: &[Case]) 
         );
         let ok = match case.refused {
             None => stage == "data" && code == 250,
-            Some(why) => stage == "data" && code == 554 && text.contains(why),
+            Some(why) => stage == "data" && code == case.code && text.contains(why),
         };
         if !ok {
             let wanted = case.refused.map_or("250 to DATA".to_string(), |w| {
-                format!("554 to DATA with {w:?}")
+                format!("{} to DATA with {w:?}", case.code)
             });
             wrong.push(format!(
                 "{}: wanted {wanted}, got {code} at {stage}: {text}",
@@ -541,5 +563,39 @@ fn operator_filters_in_post_data_d_run_after_mailbake_s_checks() {
             "j@example.com",
         )
         .refused("may not send as j@example.com")],
+    );
+}
+
+/// Without its policy the hook defers (451: the sender retries) rather than let mail through
+/// unchecked; so does a policy line it does not understand.
+#[test]
+fn a_missing_or_unreadable_policy_defers_mail_instead_of_letting_it_through() {
+    let cases = [
+        inbound("inbound", vec!["i@example.com".into()], "").deferred("mail policy"),
+        submit(
+            "submitted",
+            "i@example.com",
+            "j@example.com",
+            "j@example.com",
+        )
+        .deferred("mail policy"),
+    ];
+    run_cases_in(
+        SITE,
+        |config| fs::remove_file(config.join("hooks/mailbake/policy")).expect("rm policy"),
+        &cases,
+    );
+    run_cases_in(
+        SITE,
+        |config| {
+            let policy = config.join("hooks/mailbake/policy");
+            let text = fs::read_to_string(&policy).expect("policy");
+            fs::write(
+                &policy,
+                format!("{text}adress typo@example.com x@example.com\n"),
+            )
+            .expect("write policy");
+        },
+        &cases,
     );
 }
