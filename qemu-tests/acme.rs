@@ -348,8 +348,8 @@ fn acme_certificate_is_obtained_served_and_renewed() {
     let store = SecretStore::create(dir.join("secrets")).unwrap();
     store
         .add_user(
-            "example.com",
-            "i",
+            &"example.com".try_into().unwrap(),
+            &"i".try_into().unwrap(),
             &Password::new("submission password 42".into()).unwrap(),
         )
         .unwrap();

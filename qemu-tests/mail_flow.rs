@@ -91,14 +91,23 @@ impl Site {
 
         let store = SecretStore::create(dir.join("secrets")).unwrap();
         store
-            .add_user("example.com", "i", &Password::new(PASSWORD.into()).unwrap())
+            .add_user(
+                &"example.com".try_into().unwrap(),
+                &"i".try_into().unwrap(),
+                &Password::new(PASSWORD.into()).unwrap(),
+            )
             .unwrap();
         for (selector, algorithm) in [
-            ("2026a-rsa", mailbake::secrets::DkimAlgorithm::Rsa2048),
-            ("2026a-ed", mailbake::secrets::DkimAlgorithm::Ed25519),
+            ("2026a-rsa", mailbake::site::DkimAlgorithm::Rsa2048),
+            ("2026a-ed", mailbake::site::DkimAlgorithm::Ed25519),
         ] {
             store
-                .dkim_keygen("example.com", selector, algorithm, false)
+                .dkim_keygen(
+                    &"example.com".try_into().unwrap(),
+                    &selector.try_into().unwrap(),
+                    algorithm,
+                    false,
+                )
                 .unwrap();
         }
         // The site's own certificate (tls.files): the seed carries it, chasquid must serve it.
@@ -112,13 +121,13 @@ impl Site {
         );
         store
             .write_secret(
-                mailbake::seed::TLS_FULLCHAIN,
+                mailbake::secrets::TLS_FULLCHAIN,
                 &fs::read(certs.join("cert.pem")).unwrap(),
             )
             .unwrap();
         store
             .write_secret(
-                mailbake::seed::TLS_PRIVKEY,
+                mailbake::secrets::TLS_PRIVKEY,
                 &fs::read(certs.join("key.pem")).unwrap(),
             )
             .unwrap();
@@ -648,8 +657,8 @@ fn mail_flows_through_a_booted_image() {
     SecretStore::open(site.dir.join("secrets"))
         .unwrap()
         .add_user(
-            "example.com",
-            "j",
+            &"example.com".try_into().unwrap(),
+            &"j".try_into().unwrap(),
             &Password::new("second user password".into()).unwrap(),
         )
         .unwrap();

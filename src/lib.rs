@@ -1,11 +1,38 @@
 //! mailbake: bake a reproducible chasquid mail server image, per-host cloud-init seeds and
 //! DNS records from one site file.
 //!
-//! Each module is one pipeline stage; the [`site::Site`] model is the only thing they share.
+//! # The stages, in order
+//!
+//! ```text
+//!            fetch ─┐     ┌─ secrets
+//!                   ▼     ▼
+//! site ──► overlay | seed | dns ──► image ──► boot
+//! ```
+//!
+//! The overlay, the seeds and the DNS records are made side by side from the site (that is
+//! `mailbake build`); the image is the overlay on a base system, and a boot attaches one host's
+//! seed to it.
+//!
+//! - [`site`]: the site file, parsed and validated into the [`site::Site`] model and its
+//!   typed names. Every stage reads it; nothing else describes the site.
+//! - Inputs beside the site: [`secrets`] (the store of password hashes, DKIM keys and
+//!   credentials, opened by one rule, [`secrets::open_for_site`]) and [`fetch`] (the pinned
+//!   packages, verified by digest).
+//! - [`overlay`] (what every host shares) and [`seed`] (what each host gets) render the data
+//!   in `layers/` and `cloud-init/` with one engine and one typed context, [`template`].
+//! - [`dns`]: the records the site must publish, DKIM from the store's keys.
+//! - [`build`] runs site → overlay | seed | dns, checking every input first, and writes them
+//!   with [`output`]; [`epoch`] is the one timestamp of every artifact.
+//! - [`image`]: a pinned base root tarball ⊕ the overlay → a bootable disk; [`boot`] runs it
+//!   in QEMU with a host's seed.
+//!
+//! A stage shares with the others only the loaded site, the opened store and the template
+//! context; it never reaches into another stage's internals.
 
 pub mod boot;
 pub mod build;
 pub mod dns;
+pub mod epoch;
 pub mod fetch;
 pub mod image;
 pub mod output;
@@ -13,9 +40,11 @@ pub mod overlay;
 pub mod secrets;
 pub mod seed;
 pub mod site;
+pub mod template;
 
-/// Where mailbake finds the files it ships (`layers/`, `packages.lock`): `$MAILBAKE_DATA_DIR`,
-/// else the source tree it was built from.
+/// Where mailbake finds the files it ships at run time (`layers/`, `packages.lock`):
+/// `$MAILBAKE_DATA_DIR`, else the source tree it was built from. (`cloud-init/` is built in:
+/// see [`seed`].)
 pub fn data_dir() -> std::path::PathBuf {
     std::env::var_os("MAILBAKE_DATA_DIR")
         .map(std::path::PathBuf::from)

@@ -67,7 +67,7 @@ struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     secrets: Option<PathBuf>,
     /// Timestamp for every file in the artifacts (seconds since 1970).
-    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = build::DEFAULT_SOURCE_DATE_EPOCH)]
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = mailbake::epoch::DEFAULT_SOURCE_DATE_EPOCH)]
     source_date_epoch: u64,
 }
 
@@ -123,8 +123,12 @@ fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         source_date_epoch: args.source_date_epoch,
     };
     let report = build::run(&opts, &mut std::io::stderr().lock())?;
-    for (path, size, digest) in &report.files {
-        println!("{digest}  {size:>10}  {}", opts.out.join(path).display());
+    for file in &report.files {
+        let (digest, size) = (&file.sha256, file.size);
+        println!(
+            "{digest}  {size:>10}  {}",
+            opts.out.join(&file.path).display()
+        );
     }
     Ok(())
 }

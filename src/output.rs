@@ -60,14 +60,30 @@ impl OutputFile {
     }
 }
 
-/// Writes `files` plus a `SHA256SUMS` over all of them into `dest`, atomically. Directories
-/// holding a secret file are made 0700.
-pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<(), OutputError> {
+/// A file [`write_dir`] wrote, with the digest it listed in `SHA256SUMS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub path: String,
+    pub size: usize,
+    pub sha256: String,
+}
+
+/// Refuses a `dest` that [`write_dir`] would refuse to replace (it exists and is neither empty
+/// nor an earlier mailbake output), so a command can check `--out` before doing any work.
+pub fn check_destination(dest: &Path) -> Result<(), OutputError> {
     if dest.exists() && !is_replaceable(dest) {
         return Err(OutputError::NotOurs {
             path: dest.to_path_buf(),
         });
     }
+    Ok(())
+}
+
+/// Writes `files` plus a `SHA256SUMS` over all of them into `dest`, atomically, and returns
+/// each file's digest (hashed once, for `SHA256SUMS` and the caller's report alike).
+/// Directories holding a secret file are made 0700.
+pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<Vec<Written>, OutputError> {
+    check_destination(dest)?;
     let parent = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -78,7 +94,7 @@ pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<(), OutputError> {
         .tempdir_in(parent)
         .map_err(io(parent))?;
 
-    let mut sums: Vec<(String, String)> = Vec::new();
+    let mut written: Vec<Written> = Vec::with_capacity(files.len());
     for file in files {
         if file.path.starts_with('/') || file.path.split('/').any(|s| s.is_empty() || s == "..") {
             return Err(OutputError::BadPath {
@@ -93,8 +109,16 @@ pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<(), OutputError> {
             }
         }
         write_synced(&target, &file.data, file.mode)?;
-        sums.push((file.path.clone(), hex::encode(Sha256::digest(&file.data))));
+        written.push(Written {
+            path: file.path.clone(),
+            size: file.data.len(),
+            sha256: hex::encode(Sha256::digest(&file.data)),
+        });
     }
+    let mut sums: Vec<(&str, &str)> = written
+        .iter()
+        .map(|w| (w.path.as_str(), w.sha256.as_str()))
+        .collect();
     sums.sort();
     let sums_text: String = sums
         .iter()
@@ -121,7 +145,7 @@ pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<(), OutputError> {
         let _ = fs::remove_dir_all(&staged);
         return Err(io(dest)(e));
     }
-    Ok(())
+    Ok(written)
 }
 
 fn is_replaceable(dest: &Path) -> bool {

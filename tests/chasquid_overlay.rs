@@ -36,7 +36,7 @@ fn chasquid_starts_from_the_overlay_and_resolves_the_site_aliases() {
     // The seed would bring the users database: the one for the site's user `i`.
     let store = SecretStore::open(&secrets).unwrap();
     let users = store
-        .user_db_bytes("example.com")
+        .user_db_bytes(&"example.com".try_into().unwrap())
         .unwrap()
         .expect("users file");
     std::fs::write(config_dir.join("domains/example.com/users"), users).unwrap();

@@ -122,19 +122,18 @@ fn chasquid_signatures_verify_against_published_records() {
     else {
         panic!("the example site has no {DOMAIN}");
     };
-    let selectors: Vec<String> = domain
-        .dkim
-        .selectors
-        .keys()
-        .map(|s| s.to_string())
-        .collect();
+    let selectors: Vec<_> = domain.dkim.selectors.keys().cloned().collect();
     assert_eq!(selectors.len(), 2, "the example signs with RSA and Ed25519");
 
     // The test's own secrets: a user to authenticate as and a key per selector.
     let store = ok(SecretStore::create(tmp.path().join("secrets")));
-    ok(store.add_user(DOMAIN, USER, &ok(Password::new(PASSWORD.to_string()))));
+    ok(store.add_user(
+        &DOMAIN.try_into().unwrap(),
+        &USER.try_into().unwrap(),
+        &ok(Password::new(PASSWORD.to_string())),
+    ));
     for (selector, algorithm) in domain.dkim.selectors.iter() {
-        ok(store.dkim_keygen(DOMAIN, selector.as_str(), *algorithm, false));
+        ok(store.dkim_keygen(&DOMAIN.try_into().unwrap(), selector, *algorithm, false));
     }
 
     // The overlay as built for the example, unpacked as the image would have it.
@@ -154,10 +153,10 @@ fn chasquid_signatures_verify_against_published_records() {
 
     // What the seed adds on a real host: users, DKIM keys, a certificate.
     let domain_dir = config.join("domains").join(DOMAIN);
-    let users = ok(store.user_db_bytes(DOMAIN)).unwrap_or_default();
+    let users = ok(store.user_db_bytes(&DOMAIN.try_into().unwrap())).unwrap_or_default();
     write(&domain_dir.join("users"), &users);
     for selector in &selectors {
-        let key = ok(store.dkim_key(DOMAIN, selector));
+        let key = ok(store.dkim_key(&DOMAIN.try_into().unwrap(), selector));
         write(
             &domain_dir.join(format!("dkim:{selector}.pem")),
             key.pem().as_bytes(),

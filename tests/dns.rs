@@ -7,7 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mailbake::secrets::{DkimAlgorithm, SecretStore};
+use mailbake::secrets::SecretStore;
+use mailbake::site::DkimAlgorithm;
 
 mod common;
 
@@ -34,7 +35,7 @@ fn store_for(site: &Path, root: &Path) -> BTreeMap<String, String> {
     let mut values = BTreeMap::new();
     for (domain, d) in loaded.site.domains.iter() {
         for (selector, algorithm) in d.dkim.selectors.iter() {
-            let key = ok(store.dkim_keygen(domain.as_str(), selector.as_str(), *algorithm, false));
+            let key = ok(store.dkim_keygen(domain, selector, *algorithm, false));
             values.insert(
                 format!("{selector}._domainkey.{domain}"),
                 key.dns_txt_value(),
@@ -449,7 +450,12 @@ fn missing_dkim_material_is_an_error_naming_the_fix() {
 
     // A store with one domain's key but not the other's.
     let store = ok(SecretStore::create(tmp.path().join("secrets")));
-    ok(store.dkim_keygen("example.com", "s1", DkimAlgorithm::Ed25519, false));
+    ok(store.dkim_keygen(
+        &"example.com".try_into().unwrap(),
+        &"s1".try_into().unwrap(),
+        DkimAlgorithm::Ed25519,
+        false,
+    ));
     let out = mailbake_dns(&site, &["--format", "table"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let msg = text(&out);

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use mailbake::secrets::{
-    DkimAlgorithm, DkimKey, KeyError, KeyKind, Password, SecretStore, SecretsError, UserDb,
-    dns_txt_value, hash_password, read_password_from,
+    DkimKey, KeyError, KeyKind, Password, SecretStore, SecretsError, UserDb, dns_txt_value,
+    hash_password, read_password_from,
 };
+use mailbake::site::{DkimAlgorithm, DomainName, LocalPart, Selector};
 use rsa::pkcs1::EncodeRsaPrivateKey as _;
 use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
 
@@ -44,6 +45,18 @@ fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
         Ok(v) => v,
         Err(e) => panic!("{e}"),
     }
+}
+
+fn d(name: &str) -> DomainName {
+    ok(DomainName::try_from(name))
+}
+
+fn local(name: &str) -> LocalPart {
+    ok(LocalPart::try_from(name))
+}
+
+fn sel(name: &str) -> Selector {
+    ok(Selector::try_from(name))
 }
 
 fn password(p: &str) -> Password {
@@ -102,12 +115,16 @@ fn scrypt_reproduces_reference_test_vector() {
 #[test]
 fn users_file_is_accepted_by_chasquid_util() {
     let (tmp, store) = new_store();
-    ok(store.add_user(DOMAIN, "alice", &password("alice's long password")));
-    ok(store.add_user(DOMAIN, "Bob", &password("bob-has-another-one")));
-    assert_eq!(ok(store.list_users(DOMAIN)), ["alice", "bob"]);
+    ok(store.add_user(
+        &d(DOMAIN),
+        &local("alice"),
+        &password("alice's long password"),
+    ));
+    ok(store.add_user(&d(DOMAIN), &local("bob"), &password("bob-has-another-one")));
+    assert_eq!(ok(store.list_users(&d(DOMAIN))), ["alice", "bob"]);
 
     // What goes into the seed, placed where chasquid reads it.
-    let bytes = ok(store.user_db_bytes(DOMAIN)).unwrap_or_default();
+    let bytes = ok(store.user_db_bytes(&d(DOMAIN))).unwrap_or_default();
     assert!(bytes.is_ascii(), "every salt/hash byte is \\xNN-escaped");
     let config = tmp.path().join("chasquid");
     let domain_dir = config.join("domains").join(DOMAIN);
@@ -150,16 +167,16 @@ fn users_file_is_accepted_by_chasquid_util() {
         );
 
         // Our offline check agrees with chasquid's.
-        assert!(ok(store.authenticate(DOMAIN, user, right)));
-        assert!(!ok(store.authenticate(DOMAIN, user, wrong)));
+        assert!(ok(store.authenticate(&d(DOMAIN), &local(user), right)));
+        assert!(!ok(store.authenticate(&d(DOMAIN), &local(user), wrong)));
     }
 
     // Removing every user leaves an empty database, which chasquid still loads.
-    ok(store.remove_user(DOMAIN, "alice"));
-    ok(store.remove_user(DOMAIN, "bob"));
+    ok(store.remove_user(&d(DOMAIN), &local("alice")));
+    ok(store.remove_user(&d(DOMAIN), &local("bob")));
     ok(fs::write(
         domain_dir.join("users"),
-        ok(store.user_db_bytes(DOMAIN)).unwrap_or_default(),
+        ok(store.user_db_bytes(&d(DOMAIN))).unwrap_or_default(),
     ));
     let check = run_chasquid_util(&config, &["check-userdb", DOMAIN]);
     assert!(
@@ -198,11 +215,11 @@ fn users_file_written_by_chasquid_util_can_be_adopted() {
 #[test]
 fn user_errors_name_the_file_and_the_fix() {
     let (_tmp, store) = new_store();
-    let users = ok(store.users_path(DOMAIN));
+    let users = store.users_path(&d(DOMAIN));
 
-    ok(store.add_user(DOMAIN, "i", &password("twelve chars!")));
+    ok(store.add_user(&d(DOMAIN), &local("i"), &password("twelve chars!")));
     let before = ok(fs::read(&users));
-    match store.add_user(DOMAIN, "I", &password("another password")) {
+    match store.add_user(&d(DOMAIN), &local("i"), &password("another password")) {
         Err(e @ SecretsError::UserExists { .. }) => {
             let msg = e.to_string();
             assert!(msg.contains(&users.display().to_string()), "{msg}");
@@ -216,17 +233,17 @@ fn user_errors_name_the_file_and_the_fix() {
         "a refused add leaves the file as it was"
     );
 
-    match store.remove_user(DOMAIN, "nobody") {
+    match store.remove_user(&d(DOMAIN), &local("nobody")) {
         Err(e @ SecretsError::UnknownUser { .. }) => {
             assert!(e.to_string().contains("mailbake user add"), "{e}");
         }
         other => panic!("expected UnknownUser, got {other:?}"),
     }
     assert!(matches!(
-        store.require_users(DOMAIN, &["i", "postmaster"]),
+        store.require_users(&d(DOMAIN), &[local("i"), local("postmaster")]),
         Err(SecretsError::UnknownUser { local, .. }) if local == "postmaster"
     ));
-    ok(store.require_users(DOMAIN, &["i"]));
+    ok(store.require_users(&d(DOMAIN), &[local("i")]));
 
     match Password::new("short pw".into()) {
         Err(e @ SecretsError::PasswordTooShort { .. }) => {
@@ -238,17 +255,13 @@ fn user_errors_name_the_file_and_the_fix() {
         read_password_from(&b"eleven char\n"[..]),
         Err(SecretsError::PasswordTooShort { got: 11, .. })
     ));
-    assert!(matches!(
-        store.add_user(DOMAIN, "a+b", &password("twelve chars!")),
-        Err(SecretsError::InvalidName { .. })
-    ));
-    assert!(matches!(
-        store.add_user("../etc", "a", &password("twelve chars!")),
-        Err(SecretsError::InvalidName { .. })
-    ));
+    // Names that are not safe path components cannot even be spelled for the store: it takes
+    // the site's typed names, whose validation refuses them.
+    assert!(LocalPart::try_from("a+b").is_err());
+    assert!(DomainName::try_from("../etc").is_err());
 
-    ok(store.remove_user(DOMAIN, "i"));
-    assert!(ok(store.list_users(DOMAIN)).is_empty());
+    ok(store.remove_user(&d(DOMAIN), &local("i")));
+    assert!(ok(store.list_users(&d(DOMAIN))).is_empty());
     assert_eq!(ok(store.user_domains()), [DOMAIN]);
     assert!(temp_leftovers(store.root()).is_empty());
 }
@@ -257,8 +270,8 @@ fn user_errors_name_the_file_and_the_fix() {
 fn plaintext_never_reaches_disk() {
     let (_tmp, store) = new_store();
     let secret = "plaintext-must-not-leak";
-    ok(store.add_user(DOMAIN, "i", &password(secret)));
-    let bytes = ok(fs::read(ok(store.users_path(DOMAIN))));
+    ok(store.add_user(&d(DOMAIN), &local("i"), &password(secret)));
+    let bytes = ok(fs::read(store.users_path(&d(DOMAIN))));
     assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
 }
 
@@ -267,8 +280,8 @@ fn plaintext_never_reaches_disk() {
 #[test]
 fn store_modes_are_private() {
     let (_tmp, store) = new_store();
-    ok(store.add_user(DOMAIN, "i", &password("twelve chars!")));
-    ok(store.dkim_keygen(DOMAIN, "s1", DkimAlgorithm::Ed25519, false));
+    ok(store.add_user(&d(DOMAIN), &local("i"), &password("twelve chars!")));
+    ok(store.dkim_keygen(&d(DOMAIN), &sel("s1"), DkimAlgorithm::Ed25519, false));
     ok(store.write_secret(mailbake::secrets::ACME_ENV, b"TOKEN=x\n"));
     let root = store.root();
     for dir in [
@@ -280,8 +293,8 @@ fn store_modes_are_private() {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
     for file in [
-        ok(store.users_path(DOMAIN)),
-        ok(store.dkim_path(DOMAIN, "s1")),
+        store.users_path(&d(DOMAIN)),
+        store.dkim_path(&d(DOMAIN), &sel("s1")),
         root.join("acme.env"),
         root.join(".lock"),
     ] {
@@ -299,13 +312,13 @@ fn store_modes_are_private() {
 #[test]
 fn insecure_store_is_refused_with_chmod_fix() {
     let (_tmp, store) = new_store();
-    ok(store.add_user(DOMAIN, "i", &password("twelve chars!")));
-    let users = ok(store.users_path(DOMAIN));
+    ok(store.add_user(&d(DOMAIN), &local("i"), &password("twelve chars!")));
+    let users = store.users_path(&d(DOMAIN));
 
     chmod(&users, 0o644);
     for result in [
         SecretStore::open(store.root()).map(|_| ()),
-        store.list_users(DOMAIN).map(|_| ()),
+        store.list_users(&d(DOMAIN)).map(|_| ()),
     ] {
         match result {
             Err(e @ SecretsError::Insecure { .. }) => {
@@ -338,9 +351,9 @@ fn insecure_store_is_refused_with_chmod_fix() {
     ok(fs::remove_file(&link));
 
     // Unreadable: a directory where the users file should be.
-    ok(fs::create_dir(ok(store.users_path("other.example"))));
-    chmod(&ok(store.users_path("other.example")), 0o700);
-    match store.list_users("other.example") {
+    ok(fs::create_dir(store.users_path(&d("other.example"))));
+    chmod(&store.users_path(&d("other.example")), 0o700);
+    match store.list_users(&d("other.example")) {
         Err(e @ SecretsError::Unreadable { .. }) => {
             assert!(e.to_string().contains("other.example"), "{e}");
             assert!(e.to_string().contains("fix:"), "{e}");
@@ -358,31 +371,31 @@ fn insecure_store_is_refused_with_chmod_fix() {
 #[test]
 fn failed_write_leaves_no_temp_file_and_keeps_old_content() {
     let (_tmp, store) = new_store();
-    ok(store.dkim_keygen(DOMAIN, "good", DkimAlgorithm::Ed25519, false));
-    let good = ok(store.dkim_path(DOMAIN, "good"));
+    ok(store.dkim_keygen(&d(DOMAIN), &sel("good"), DkimAlgorithm::Ed25519, false));
+    let good = store.dkim_path(&d(DOMAIN), &sel("good"));
     let before = ok(fs::read(&good));
 
     // Refusing to overwrite happens before anything is written.
     assert!(matches!(
-        store.dkim_keygen(DOMAIN, "good", DkimAlgorithm::Ed25519, false),
+        store.dkim_keygen(&d(DOMAIN), &sel("good"), DkimAlgorithm::Ed25519, false),
         Err(SecretsError::KeyExists { .. })
     ));
     assert_eq!(ok(fs::read(&good)), before);
 
     // The final rename fails (a directory is in the way): the temp file must be gone.
-    let blocked = ok(store.dkim_path(DOMAIN, "blocked"));
+    let blocked = store.dkim_path(&d(DOMAIN), &sel("blocked"));
     ok(fs::create_dir(&blocked));
     ok(fs::write(blocked.join("keep"), b""));
     chmod(&blocked, 0o700);
     chmod(&blocked.join("keep"), 0o600);
     assert!(matches!(
-        store.dkim_keygen(DOMAIN, "blocked", DkimAlgorithm::Ed25519, true),
+        store.dkim_keygen(&d(DOMAIN), &sel("blocked"), DkimAlgorithm::Ed25519, true),
         Err(SecretsError::Io { .. })
     ));
     assert_eq!(temp_leftovers(store.root()), Vec::<PathBuf>::new());
 
     // Forcing replaces the key atomically with a different one.
-    ok(store.dkim_keygen(DOMAIN, "good", DkimAlgorithm::Ed25519, true));
+    ok(store.dkim_keygen(&d(DOMAIN), &sel("good"), DkimAlgorithm::Ed25519, true));
     assert_ne!(ok(fs::read(&good)), before);
     assert!(temp_leftovers(store.root()).is_empty());
 }
@@ -419,7 +432,7 @@ fn chasquid_dkim_dns(key: &DkimKey, selector: &str) -> String {
 #[test]
 fn dkim_rsa_2048_matches_chasquid_dkim_dns() {
     let (_tmp, store) = new_store();
-    let key = ok(store.dkim_keygen(DOMAIN, "2026a-rsa", DkimAlgorithm::Rsa2048, false));
+    let key = ok(store.dkim_keygen(&d(DOMAIN), &sel("2026a-rsa"), DkimAlgorithm::Rsa2048, false));
     assert_eq!(key.kind(), KeyKind::Rsa { bits: 2048 });
     assert!(key.pem().starts_with("-----BEGIN PRIVATE KEY-----\n"));
     let ours = key.dns_txt_value();
@@ -427,7 +440,7 @@ fn dkim_rsa_2048_matches_chasquid_dkim_dns() {
     assert_eq!(chasquid_dkim_dns(&key, "2026a-rsa"), ours);
 
     // Loading back from the store gives the same record.
-    let loaded = ok(store.dkim_key(DOMAIN, "2026a-rsa"));
+    let loaded = ok(store.dkim_key(&d(DOMAIN), &sel("2026a-rsa")));
     assert_eq!(loaded.dns_txt_value(), ours);
     assert_eq!(ok(dns_txt_value(loaded.pem())), ours);
 }
@@ -435,12 +448,12 @@ fn dkim_rsa_2048_matches_chasquid_dkim_dns() {
 #[test]
 fn dkim_ed25519_matches_chasquid_dkim_dns() {
     let (_tmp, store) = new_store();
-    let key = ok(store.dkim_keygen(DOMAIN, "2026a-ed", DkimAlgorithm::Ed25519, false));
+    let key = ok(store.dkim_keygen(&d(DOMAIN), &sel("2026a-ed"), DkimAlgorithm::Ed25519, false));
     assert_eq!(key.kind(), KeyKind::Ed25519);
     let ours = key.dns_txt_value();
     assert!(ours.starts_with("v=DKIM1; k=ed25519; p="), "{ours}");
     assert_eq!(chasquid_dkim_dns(&key, "2026a-ed"), ours);
-    assert_eq!(ok(store.list_dkim_selectors(DOMAIN)), ["2026a-ed"]);
+    assert_eq!(ok(store.list_dkim_selectors(&d(DOMAIN))), ["2026a-ed"]);
     assert_eq!(ok(store.dkim_domains()), [DOMAIN]);
 }
 
@@ -448,10 +461,10 @@ fn dkim_ed25519_matches_chasquid_dkim_dns() {
 fn dkim_pkcs1_and_weak_rsa_keys_are_refused() {
     let (_tmp, store) = new_store();
     // Seed the store with one valid key so the dkim/<domain> directory exists with our modes.
-    ok(store.dkim_keygen(DOMAIN, "ok", DkimAlgorithm::Ed25519, false));
+    ok(store.dkim_keygen(&d(DOMAIN), &sel("ok"), DkimAlgorithm::Ed25519, false));
 
     let put = |selector: &str, pem: &str| {
-        let path = ok(store.dkim_path(DOMAIN, selector));
+        let path = store.dkim_path(&d(DOMAIN), &sel(selector));
         ok(fs::write(&path, pem));
         chmod(&path, 0o600);
         path
@@ -461,7 +474,7 @@ fn dkim_pkcs1_and_weak_rsa_keys_are_refused() {
     let rsa2048 = ok(rsa::PrivateKey::new(&mut getrandom::SysRng, 2048));
     let pkcs1 = ok(rsa2048.to_pkcs1_pem(LineEnding::LF));
     let path = put("pkcs1", &pkcs1);
-    match store.dkim_key(DOMAIN, "pkcs1") {
+    match store.dkim_key(&d(DOMAIN), &sel("pkcs1")) {
         Err(
             e @ SecretsError::Key {
                 source: KeyError::Pkcs1,
@@ -489,7 +502,7 @@ fn dkim_pkcs1_and_weak_rsa_keys_are_refused() {
     let rsa1024 = ok(rsa::PrivateKey::new(&mut getrandom::SysRng, 1024));
     let weak = ok(rsa1024.to_pkcs8_pem(LineEnding::LF));
     let path = put("weak", &weak);
-    match store.dkim_key(DOMAIN, "weak") {
+    match store.dkim_key(&d(DOMAIN), &sel("weak")) {
         Err(
             e @ SecretsError::Key {
                 source:
@@ -508,7 +521,7 @@ fn dkim_pkcs1_and_weak_rsa_keys_are_refused() {
     }
     assert!(matches!(dns_txt_value(&weak), Err(KeyError::Weak { .. })));
 
-    match store.dkim_key(DOMAIN, "absent") {
+    match store.dkim_key(&d(DOMAIN), &sel("absent")) {
         Err(e @ SecretsError::MissingKey { .. }) => {
             assert!(e.to_string().contains("mailbake dkim keygen"), "{e}");
         }

@@ -14,8 +14,9 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use base64::Engine as _;
-use mailbake::secrets::{DkimAlgorithm, Password, SecretStore};
+use mailbake::secrets::{Password, SecretStore};
 use mailbake::seed;
+use mailbake::site::DkimAlgorithm;
 use sha2::{Digest, Sha256};
 
 const SITE: &str = r#"
@@ -69,7 +70,9 @@ impl Fixture {
             ("example.net", "carol"),
         ] {
             let pw = Password::new(format!("{local} has a long password")).expect("password");
-            store.add_user(domain, local, &pw).expect("add user");
+            store
+                .add_user(&domain.try_into().unwrap(), &local.try_into().unwrap(), &pw)
+                .expect("add user");
         }
         for (domain, selector, alg) in [
             ("example.com", "2026a-rsa", DkimAlgorithm::Rsa2048),
@@ -77,15 +80,22 @@ impl Fixture {
             ("example.net", "s1", DkimAlgorithm::Ed25519),
         ] {
             store
-                .dkim_keygen(domain, selector, alg, false)
+                .dkim_keygen(
+                    &domain.try_into().unwrap(),
+                    &selector.try_into().unwrap(),
+                    alg,
+                    false,
+                )
                 .expect("keygen");
         }
         store.write_secret("acme.env", ACME_ENV).expect("acme.env");
         let (cert, key) = self_signed();
         store
-            .write_secret(seed::TLS_FULLCHAIN, &cert)
+            .write_secret(mailbake::secrets::TLS_FULLCHAIN, &cert)
             .expect("cert");
-        store.write_secret(seed::TLS_PRIVKEY, &key).expect("key");
+        store
+            .write_secret(mailbake::secrets::TLS_PRIVKEY, &key)
+            .expect("key");
         Fixture { dir }
     }
 
@@ -103,7 +113,8 @@ impl Fixture {
 
     fn seeds(&self) -> Result<Vec<seed::HostSeed>, seed::SeedError> {
         let loaded = mailbake::site::load(&self.site()).expect("site loads");
-        seed::build(&loaded.site, &self.site(), &self.secrets())
+        let context = mailbake::template::SiteContext::for_site(&loaded).expect("context");
+        seed::build(&loaded, &context, Some(&self.store()))
     }
 
     /// Every secret's bytes, labelled: users databases, their salts and hashes as they appear
@@ -112,7 +123,10 @@ impl Fixture {
         let store = self.store();
         let mut out = Vec::new();
         for domain in ["example.com", "example.net"] {
-            let db = store.user_db_bytes(domain).unwrap().expect("users db");
+            let db = store
+                .user_db_bytes(&domain.try_into().unwrap())
+                .unwrap()
+                .expect("users db");
             let text = String::from_utf8(db.clone()).unwrap();
             for line in text.lines() {
                 let line = line.trim();
@@ -138,7 +152,11 @@ impl Fixture {
             ("example.com", "2026a-ed"),
             ("example.net", "s1"),
         ] {
-            let pem = store.dkim_key(domain, selector).unwrap().pem().to_string();
+            let pem = store
+                .dkim_key(&domain.try_into().unwrap(), &selector.try_into().unwrap())
+                .unwrap()
+                .pem()
+                .to_string();
             let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
             out.push((format!("dkim {domain} {selector}"), pem.into_bytes()));
             out.push((
@@ -149,7 +167,7 @@ impl Fixture {
         out.push(("acme.env".into(), ACME_ENV.to_vec()));
         out.push(("tsig secret".into(), b"c2VjcmV0LXRzaWctdGVzdA==".to_vec()));
         let key = store
-            .read_secret(seed::TLS_PRIVKEY)
+            .read_secret(mailbake::secrets::TLS_PRIVKEY)
             .unwrap()
             .unwrap()
             .to_vec();
@@ -478,23 +496,32 @@ fn user_data_carries_identity_operator_and_every_secret() {
     let store = fx.store();
     assert_eq!(
         staged("/etc/chasquid/domains/example.com/users"),
-        store.user_db_bytes("example.com").unwrap().unwrap()
+        store
+            .user_db_bytes(&"example.com".try_into().unwrap())
+            .unwrap()
+            .unwrap()
     );
     assert_eq!(
         staged("/etc/chasquid/domains/example.net/users"),
-        store.user_db_bytes("example.net").unwrap().unwrap()
+        store
+            .user_db_bytes(&"example.net".try_into().unwrap())
+            .unwrap()
+            .unwrap()
     );
     assert_eq!(
         staged("/etc/chasquid/domains/example.com/dkim:2026a-rsa.pem"),
         store
-            .dkim_key("example.com", "2026a-rsa")
+            .dkim_key(
+                &"example.com".try_into().unwrap(),
+                &"2026a-rsa".try_into().unwrap()
+            )
             .unwrap()
             .pem()
             .as_bytes()
     );
     assert_eq!(staged("/etc/mailbake/acme.env"), ACME_ENV);
     let key = store
-        .read_secret(seed::TLS_PRIVKEY)
+        .read_secret(mailbake::secrets::TLS_PRIVKEY)
         .unwrap()
         .unwrap()
         .to_vec();
@@ -683,7 +710,12 @@ fn instance_id_changes_with_a_secret_and_only_then() {
     assert!(String::from_utf8_lossy(meta).contains(&first[0]));
 
     fx.store()
-        .dkim_keygen("example.net", "s1", DkimAlgorithm::Ed25519, true)
+        .dkim_keygen(
+            &"example.net".try_into().unwrap(),
+            &"s1".try_into().unwrap(),
+            DkimAlgorithm::Ed25519,
+            true,
+        )
         .unwrap();
     let rotated = ids(&fx);
     assert!(
@@ -692,8 +724,19 @@ fn instance_id_changes_with_a_secret_and_only_then() {
     );
 
     let pw = Password::new("another long password".into()).unwrap();
-    fx.store().remove_user("example.com", "bob").unwrap();
-    fx.store().add_user("example.com", "bob", &pw).unwrap();
+    fx.store()
+        .remove_user(
+            &"example.com".try_into().unwrap(),
+            &"bob".try_into().unwrap(),
+        )
+        .unwrap();
+    fx.store()
+        .add_user(
+            &"example.com".try_into().unwrap(),
+            &"bob".try_into().unwrap(),
+            &pw,
+        )
+        .unwrap();
     let repassworded = ids(&fx);
     assert!(
         repassworded.iter().zip(&rotated).all(|(a, b)| a != b),
@@ -759,19 +802,80 @@ fn acme_without_credentials_is_an_error_naming_the_fix() {
     assert_fails_cleanly(&fx, &["tls.acme", "acme.env", "NAME=value"]);
 }
 
+/// One file of the built overlay, as the image has it.
+fn overlay_file(out: &Path, path: &str) -> Vec<u8> {
+    let tar = Command::new("tar")
+        .arg("-xOf")
+        .arg(out.join("overlay.tar"))
+        .arg(path)
+        .output()
+        .expect("tar runs");
+    assert!(tar.status.success(), "{path} is not in overlay.tar");
+    tar.stdout
+}
+
+/// Stages `user_data`'s files exactly as cloud-init's write_files would, under `stage/` of
+/// `scratch`, and puts the image's apply-seed and seed.conf (from the built overlay) beside.
+fn stage_seed(scratch: &Scratch, out: &Path, user_data: &[u8]) {
+    let stage_dir = String::from_utf8(overlay_file(out, "usr/lib/mailbake/seed.conf"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("stage_dir=").map(str::to_string))
+        .expect("seed.conf names stage_dir");
+    for (path, bytes) in written_files(user_data) {
+        let rel = path
+            .strip_prefix(&format!("{stage_dir}/"))
+            .unwrap_or_else(|| panic!("{path} is staged outside {stage_dir}"));
+        let target = scratch.host(&format!("stage/{rel}"));
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        fs::write(&target, bytes).unwrap();
+    }
+    for file in ["apply-seed", "seed.conf"] {
+        fs::write(
+            scratch.host(file),
+            overlay_file(out, &format!("usr/lib/mailbake/{file}")),
+        )
+        .unwrap();
+    }
+}
+
+/// Runs the image's apply-seed in the Debian base with a chasquid group (gid 4242), under the
+/// scratch root, with the stage `stage_seed` made; systemctl calls go to `calls`.
+fn run_apply_seed(scratch: &Scratch) -> Output {
+    fs::write(
+        scratch.host("fake-systemctl"),
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", scratch.inside("calls")),
+    )
+    .unwrap();
+    // The chasquid group the image's sysusers entry creates at boot, added to a copy of the
+    // base's group file bind-mounted in a private mount namespace: the cached base stays as
+    // it was.
+    let mut group = fs::read_to_string(base_root().join("etc/group")).unwrap();
+    assert!(!group.contains(":4242:"));
+    group.push_str("chasquid:x:4242:\n");
+    fs::write(scratch.host("group"), group).unwrap();
+    let script = format!(
+        "mount --bind {group} {root}/etc/group && exec chroot {root} env MAILBAKE_ROOT={r} MAILBAKE_SEED_STAGE={stage} MAILBAKE_SEED_FORMAT={format} SYSTEMCTL='sh {fake}' sh {apply}",
+        group = scratch.host("group").display(),
+        root = base_root().display(),
+        r = scratch.inside("root"),
+        stage = scratch.inside("stage"),
+        format = scratch.inside("seed.conf"),
+        fake = scratch.inside("fake-systemctl"),
+        apply = scratch.inside("apply-seed"),
+    );
+    Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn the_image_script_installs_the_staged_seed_atomically_with_owners_and_modes() {
     let (_, out) = built();
     let user_data = fs::read(out.join("hosts/mx1/seed/user-data")).unwrap();
     let scratch = Scratch::new();
-    // Stage exactly what cloud-init's write_files would, then run the image's script in the
-    // Debian base with a chasquid group, under a scratch root.
-    for (path, bytes) in written_files(&user_data) {
-        let rel = path.strip_prefix("/run/mailbake/seed/").unwrap();
-        let target = scratch.host(&format!("stage/{rel}"));
-        fs::create_dir_all(target.parent().unwrap()).unwrap();
-        fs::write(&target, bytes).unwrap();
-    }
+    stage_seed(&scratch, out, &user_data);
     // Leftovers of an earlier seed: a retired DKIM key and an old users file must go.
     let old = scratch.host("root/etc/chasquid/domains/example.com");
     fs::create_dir_all(&old).unwrap();
@@ -782,37 +886,8 @@ fn the_image_script_installs_the_staged_seed_atomically_with_owners_and_modes() 
         "",
     )
     .unwrap();
-    fs::copy(
-        common::repo().join("layers/chasquid/usr/lib/mailbake/apply-seed"),
-        scratch.host("apply-seed"),
-    )
-    .unwrap();
-    fs::write(
-        scratch.host("fake-systemctl"),
-        format!("#!/bin/sh\necho \"$*\" >> {}\n", scratch.inside("calls")),
-    )
-    .unwrap();
-    // The chasquid group the image's sysusers entry creates at boot, added to a copy of the
-    // base's group file bind-mounted in a private mount namespace: the cached base stays as
-    // it was.
     let gid = 4242;
-    let mut group = fs::read_to_string(base_root().join("etc/group")).unwrap();
-    assert!(!group.contains(":4242:"));
-    group.push_str("chasquid:x:4242:\n");
-    fs::write(scratch.host("group"), group).unwrap();
-    let script = format!(
-        "mount --bind {group} {root}/etc/group && exec chroot {root} env MAILBAKE_ROOT={r} MAILBAKE_SEED_STAGE={stage} SYSTEMCTL='sh {fake}' sh {apply}",
-        group = scratch.host("group").display(),
-        root = base_root().display(),
-        r = scratch.inside("root"),
-        stage = scratch.inside("stage"),
-        fake = scratch.inside("fake-systemctl"),
-        apply = scratch.inside("apply-seed"),
-    );
-    let run = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .output()
-        .unwrap();
+    let run = run_apply_seed(&scratch);
     assert!(
         run.status.success(),
         "apply-seed failed:\n{}{}",
@@ -880,4 +955,166 @@ fn walk(dir: &Path) -> Vec<String> {
         }
     }
     out
+}
+
+#[test]
+fn the_image_script_refuses_a_manifest_version_it_does_not_know() {
+    let (_, out) = built();
+    let user_data = fs::read(out.join("hosts/mx1/seed/user-data")).unwrap();
+    let known = String::from_utf8(overlay_file(out, "usr/lib/mailbake/seed.conf"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("manifest_version=").map(str::to_string))
+        .expect("seed.conf names manifest_version");
+    let staged = String::from_utf8(staged_manifest(&written_files(&user_data))).unwrap();
+    let version_line = format!("v {known}");
+    assert!(
+        staged.lines().any(|l| l == version_line),
+        "the seed's manifest is version {known}:\n{staged}"
+    );
+    let next: u32 = known.parse::<u32>().unwrap() + 1;
+    for (what, manifest, says) in [
+        (
+            "a newer version",
+            staged.replace(&version_line, &format!("v {next}")),
+            format!("version {next}"),
+        ),
+        (
+            "no version line (version 1 had none)",
+            staged
+                .lines()
+                .filter(|l| *l != version_line)
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            "version none".to_string(),
+        ),
+    ] {
+        let scratch = Scratch::new();
+        stage_seed(&scratch, out, &user_data);
+        fs::write(scratch.host("stage/manifest"), &manifest).unwrap();
+        let run = run_apply_seed(&scratch);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{what}: apply-seed accepted it");
+        assert!(
+            stderr.contains(&says) && stderr.contains(&format!("reads version {known}")),
+            "{what}: {stderr}"
+        );
+        assert!(
+            !scratch.host("root").exists() && !scratch.host("calls").exists(),
+            "{what}: something was installed or restarted"
+        );
+        assert!(
+            scratch.host("stage/manifest").exists(),
+            "{what}: the stage is kept for inspection"
+        );
+    }
+}
+
+/// Strings that break YAML, or change their meaning, when written without quoting.
+const HOSTILE: &[&str] = &[
+    "\"double\" and 'single' quotes",
+    "line\nbreak and\r\ncarriage\rreturns",
+    "# not a comment",
+    "key: value",
+    "- not a list item",
+    "* not an alias",
+    "&anchor",
+    "!tag",
+    "{{ not a template }} {% nor this %}",
+    "[flow] {map}",
+    "| literal > folded",
+    "yes",
+    "~",
+    "  spaces around  ",
+    "line\u{2028}separator\u{2029}paragraph\u{85}nel",
+    "bom\u{feff}",
+    "tab\tdel\u{7f}esc\u{1b}",
+    "ünïcödé ✉ 𝄞 📬",
+    "---",
+];
+
+#[test]
+fn hostile_values_come_back_exactly_from_user_data_network_config_and_meta_data() {
+    use mailbake::template::SiteContext;
+    let fx = Fixture::new(SITE);
+    let loaded = mailbake::site::load(&fx.site()).expect("site loads");
+    let material = seed::Material::collect(&loaded, Some(&fx.store())).expect("secrets");
+    let (name, host) = loaded.site.hosts.iter().next().expect("a host");
+    let scratch = Scratch::new();
+    let mut inside = Vec::new();
+    for (i, value) in HOSTILE.iter().enumerate() {
+        let mut site = SiteContext::for_site(&loaded).expect("context");
+        site.site = value.to_string();
+        site.operator.user = value.to_string();
+        site.operator.authorized_keys = HOSTILE.iter().map(|v| v.to_string()).collect();
+        let mut ctx = seed::host_context(&site, name, host, &material);
+        ctx.host.name = value.to_string();
+        ctx.host.fqdn = value.to_string();
+        ctx.network.addresses = vec![value.to_string()];
+        ctx.network.nameservers = vec![value.to_string()];
+        // A staged file whose bytes are the value: base64 or a literal block, exactly.
+        let data = format!("{value}\n").into_bytes();
+        ctx.files.push(
+            seed::StagedFile::root_only(format!("/etc/mailbake/hostile-{i}"), data.clone())
+                .context(),
+        );
+        let files = seed::render(&ctx).unwrap_or_else(|e| panic!("{value:?}: {e}"));
+
+        let user_data: serde_json::Value = serde_norway::from_slice(&files.user_data)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{value:?}: {e}\n{}",
+                    String::from_utf8_lossy(&files.user_data)
+                )
+            });
+        assert_eq!(user_data["hostname"], *value);
+        assert_eq!(user_data["fqdn"], *value);
+        assert_eq!(user_data["users"][0]["name"], *value);
+        assert_eq!(
+            user_data["users"][0]["ssh_authorized_keys"],
+            serde_json::json!(HOSTILE)
+        );
+        let staged = written_files(&files.user_data);
+        let (_, bytes) = staged
+            .iter()
+            .find(|(p, _)| p.ends_with(&format!("/etc/mailbake/hostile-{i}")))
+            .expect("the hostile file is staged");
+        assert_eq!(bytes, &data, "{value:?}");
+
+        let network: serde_json::Value =
+            serde_norway::from_slice(&files.network_config).expect("network-config is YAML");
+        let uplink = &network["ethernets"]["uplink"];
+        assert_eq!(uplink["addresses"][0], *value);
+        assert_eq!(uplink["nameservers"]["addresses"][0], *value);
+        let meta: serde_json::Value =
+            serde_norway::from_slice(&files.meta_data).expect("meta-data is YAML");
+        assert_eq!(meta["local-hostname"], *value);
+        assert_eq!(meta["instance-id"], files.instance_id.as_str());
+
+        let file = format!("user-data-{i}");
+        fs::write(scratch.host(&file), &files.user_data).unwrap();
+        inside.push(scratch.inside(&file));
+    }
+    // cloud-init's own parser and schema validator, on every document, in one chroot.
+    let script = format!(
+        "for f in {}; do cloud-init schema --config-file \"$f\" | grep -q 'Valid cloud-config' || {{ echo \"$f\"; exit 1; }}; done",
+        inside.join(" ")
+    );
+    chroot(&["sh", "-c", &script]);
+}
+
+#[test]
+fn a_path_that_is_not_one_manifest_field_fails_the_render() {
+    use mailbake::template::SiteContext;
+    let fx = Fixture::new(SITE);
+    let loaded = mailbake::site::load(&fx.site()).expect("site loads");
+    let material = seed::Material::collect(&loaded, Some(&fx.store())).expect("secrets");
+    let site = SiteContext::for_site(&loaded).expect("context");
+    let (name, host) = loaded.site.hosts.iter().next().expect("a host");
+    for path in ["/etc/with space", "/etc/with\nnewline", ""] {
+        let mut ctx = seed::host_context(&site, name, host, &material);
+        ctx.files[0].path = path.to_string();
+        let err = seed::render(&ctx).expect_err(path).to_string();
+        assert!(err.contains("manifest"), "{path:?}: {err}");
+    }
 }

@@ -134,7 +134,9 @@ fn seed_for_host(
     let secrets = secrets
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| crate::secrets::SecretStore::default_path(site));
-    let seeds = crate::seed::build(&loaded.site, site, &secrets)?;
+    let store = crate::secrets::open_for_site(&loaded, &secrets)?;
+    let context = crate::template::SiteContext::for_site(&loaded)?;
+    let seeds = crate::seed::build(&loaded, &context, store.as_ref())?;
     let names: Vec<&str> = seeds.iter().map(|s| s.host.as_str()).collect();
     let chosen = match host {
         Some(h) => seeds.iter().find(|s| s.host == h).with_context(|| {

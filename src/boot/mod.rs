@@ -142,6 +142,19 @@ pub struct Vm {
     _dir: tempfile::TempDir,
 }
 
+/// QEMU's `-drive` for the disk image (virtio); with `snapshot`, writes go to a temporary
+/// overlay and never reach the image.
+fn disk_drive(opts: &VmOptions, format: &str) -> String {
+    let mut disk = format!(
+        "file={},format={format},if=virtio,cache=unsafe",
+        qemu_path(&opts.image)
+    );
+    if opts.snapshot {
+        disk.push_str(",snapshot=on");
+    }
+    disk
+}
+
 impl Vm {
     /// Starts QEMU and returns at once; use the `wait_for_*` methods to follow the boot.
     pub fn start(opts: &VmOptions) -> Result<Vm, BootError> {
@@ -172,13 +185,7 @@ impl Vm {
                 host.port()
             ));
         }
-        let mut disk = format!(
-            "file={},format={format},if=virtio,cache=unsafe",
-            qemu_path(&opts.image)
-        );
-        if opts.snapshot {
-            disk.push_str(",snapshot=on");
-        }
+        let disk = disk_drive(opts, format);
         let mut cmd = Command::new(&opts.qemu);
         cmd.args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-machine", "pc"])

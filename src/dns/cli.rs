@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::{DkimLookup, DnsError, Options, json, records, table, zone};
-use crate::secrets::SecretStore;
+use super::{DkimLookup, Options, json, records, table, zone};
+use crate::secrets::{self, SecretStore};
 use crate::site::{self, HostName};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -45,30 +45,8 @@ pub fn run(args: &DnsArgs) -> anyhow::Result<()> {
         .secrets
         .clone()
         .unwrap_or_else(|| SecretStore::default_path(&args.site));
-    // The store is only needed for DKIM records; a site without selectors works without one.
-    let first_signed = loaded
-        .site
-        .domains
-        .iter()
-        .find(|(_, d)| !d.dkim.selectors.is_empty())
-        .map(|(name, _)| name.to_string());
-    let store = match first_signed {
-        Some(domain) => {
-            if !store_path.exists() {
-                return Err(DnsError::NoSecretStore {
-                    domain,
-                    path: store_path,
-                }
-                .into());
-            }
-            Some(SecretStore::open(&store_path).map_err(|e| DnsError::Store(Box::new(e)))?)
-        }
-        None => None,
-    };
-    let dkim = match &store {
-        Some(store) => DkimLookup::Require(store),
-        None => DkimLookup::SkipMissing(None),
-    };
+    let store = secrets::open_for_site(&loaded, &store_path)?;
+    let dkim = DkimLookup::from_store(store.as_ref());
     let set = records(
         &loaded.site,
         &Options {

@@ -5,7 +5,7 @@
 //! addresses name them back (walkthrough steps 1 and 8), SPF, DKIM and DMARC so receivers can
 //! tell our mail from forgeries (steps 6, 12, 13), and optionally MTA-STS and TLS-RPT.
 //!
-//! [`records`] turns a [`Site`](crate::site::Site) (plus the public halves of the DKIM keys in
+//! [`records`](fn@records) turns a [`Site`](crate::site::Site) (plus the public halves of the DKIM keys in
 //! the secrets store) into a [`RecordSet`]; [`zone`], [`table`] and [`json`] render it:
 //!
 //! - `zone`: zone-file fragments, one per zone, with absolute names. They carry no SOA or NS
@@ -28,8 +28,6 @@ pub use records::{
     reverse_name,
 };
 
-use std::path::PathBuf;
-
 use crate::output::OutputFile;
 use crate::secrets::{SecretStore, SecretsError};
 use crate::site::LoadedSite;
@@ -49,14 +47,6 @@ pub enum DnsError {
     },
 
     #[error(
-        "{domain} has DKIM selectors but the secrets store {path} does not exist\n  fix: generate the keys with `mailbake dkim keygen SITE {domain}`, or pass --secrets DIR to point at the store"
-    )]
-    NoSecretStore { domain: String, path: PathBuf },
-
-    #[error("cannot open the secrets store: {0}")]
-    Store(#[source] Box<SecretsError>),
-
-    #[error(
         "no host `{host}` in the site; its hosts are: {known}\n  fix: pass one of them to --host"
     )]
     UnknownHost { host: String, known: String },
@@ -67,16 +57,17 @@ pub enum DnsError {
 /// `mta-sts.<domain>.txt` for every domain with MTA-STS.
 ///
 /// The DKIM records come from `store`, the same store the build's seeds are made from, so
-/// what is published matches what the hosts sign with.
+/// what is published matches what the hosts sign with (`None` for a site without secrets,
+/// see [`crate::secrets::needs`]).
 pub fn build_outputs(
     loaded: &LoadedSite,
-    store: &SecretStore,
+    store: Option<&SecretStore>,
 ) -> Result<(Vec<OutputFile>, Vec<String>), DnsError> {
     let set = records(
         &loaded.site,
         &Options {
             host: None,
-            dkim: DkimLookup::Require(store),
+            dkim: DkimLookup::from_store(store),
         },
     )?;
     let mut files = Vec::new();

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::DnsError;
 use crate::secrets::{SecretStore, SecretsError};
-use crate::site::{Dmarc, Domain, DomainName, Host, HostName, MtaSts, Site, TlsRpt};
+use crate::site::{Dmarc, Domain, DomainName, Host, HostName, MtaSts, Selector, Site, TlsRpt};
 
 /// One resource record. `name` is absolute without the trailing dot (`_dmarc.example.com`);
 /// renderers add the dot or make it relative as their format wants.
@@ -127,11 +127,23 @@ impl RecordSet {
 /// Where DKIM public keys come from.
 #[derive(Clone, Copy, Debug)]
 pub enum DkimLookup<'a> {
-    /// Every selector of the site must have a key in this store (`mailbake dns`).
+    /// Every selector of the site must have a key in this store (`mailbake dns` and
+    /// `mailbake build`: a record is derived from its key, never invented).
     Require(&'a SecretStore),
-    /// Selectors without a key (or without a store) are left out with a warning
-    /// (`mailbake build`, which must work before keys exist).
+    /// Selectors without a key (or without a store) are left out with a warning: for looking
+    /// at a site's records before its keys exist.
     SkipMissing(Option<&'a SecretStore>),
+}
+
+impl<'a> DkimLookup<'a> {
+    /// Keys from the site's store, as [`crate::secrets::open_for_site`] opened it. Without a
+    /// store the site has no DKIM selectors (that is the rule), so nothing is left out.
+    pub fn from_store(store: Option<&'a SecretStore>) -> DkimLookup<'a> {
+        match store {
+            Some(store) => DkimLookup::Require(store),
+            None => DkimLookup::SkipMissing(None),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -141,6 +153,13 @@ pub struct Options<'a> {
     /// would take the other hosts out of service.
     pub host: Option<&'a HostName>,
     pub dkim: DkimLookup<'a>,
+}
+
+impl Options<'_> {
+    /// Whether the per-host records of host `name` are wanted.
+    fn selects(&self, name: &HostName) -> bool {
+        self.host.is_none_or(|h| h == name)
+    }
 }
 
 /// The records `site` needs.
@@ -158,51 +177,90 @@ pub fn records(site: &Site, opts: &Options) -> Result<RecordSet, DnsError> {
                 .join(", "),
         });
     }
-    let ttl = site.dns.ttl;
-    let mut set = RecordSet::default();
-    let mut out: Vec<Record> = Vec::new();
-    let record = |name: String, data, zone: &str, kind, host: Option<&HostName>| Record {
-        name,
-        data,
-        ttl,
-        zone: zone.to_string(),
-        zone_kind: kind,
-        host: host.cloned(),
-        note: None,
+    let mut collector = Collector {
+        site,
+        opts,
+        set: RecordSet::default(),
     };
-    let host_selected = |name: &HostName| opts.host.is_none_or(|h| h == name);
-
     for (domain, d) in site.domains.iter() {
+        collector.domain(domain, d)?;
+    }
+    collector.foreign_hosts();
+    collector.reverse();
+    let mut set = collector.set;
+    // Stable sort: zone order first, generation order (the documented record order) within.
+    set.records
+        .sort_by(|a, b| (a.zone_kind, &a.zone).cmp(&(b.zone_kind, &b.zone)));
+    Ok(set)
+}
+
+/// Gathers a site's records in generation order (see [`RecordSet`] for the order).
+struct Collector<'a> {
+    site: &'a Site,
+    opts: &'a Options<'a>,
+    set: RecordSet,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, name: String, data: RecordData, zone: &str, host: Option<&HostName>) {
+        self.set.records.push(Record {
+            name,
+            data,
+            ttl: self.site.dns.ttl,
+            zone: zone.to_string(),
+            zone_kind: ZoneKind::Forward,
+            host: host.cloned(),
+            note: None,
+        });
+    }
+
+    /// Everything published in the zone of mail domain `domain`.
+    fn domain(&mut self, domain: &DomainName, d: &Domain) -> Result<(), DnsError> {
+        let site = self.site;
         let zone = domain.as_str();
-        let fwd = ZoneKind::Forward;
         // MX: one per host, preferences 10, 20, ... in host order, so the first host is
         // tried first and the gaps leave room for hand-added servers.
         for (i, (name, host)) in site.hosts.iter().enumerate() {
             let preference = u16::try_from((i + 1) * 10).unwrap_or(u16::MAX);
-            out.push(record(
-                zone.to_string(),
-                RecordData::Mx {
-                    preference,
-                    exchange: host.fqdn.to_string(),
-                },
-                zone,
-                fwd,
-                Some(name),
-            ));
+            let exchange = host.fqdn.to_string();
+            let data = RecordData::Mx {
+                preference,
+                exchange,
+            };
+            self.push(zone.to_string(), data, zone, Some(name));
         }
-        out.extend(address_records(site, zone, &host_selected));
-        out.push(record(
+        let addresses = address_records(site, zone, &|n| self.opts.selects(n));
+        self.set.records.extend(addresses);
+        self.push(
             zone.to_string(),
             RecordData::Txt(spf_value(site, d)),
             zone,
-            fwd,
             None,
-        ));
+        );
+        self.dkim(domain, d)?;
+        if let Some(dmarc) = &d.dmarc {
+            let data = RecordData::Txt(dmarc_value(dmarc));
+            self.push(format!("_dmarc.{domain}"), data, zone, None);
+        }
+        if let Some(sts) = &d.mta_sts {
+            self.mta_sts(domain, sts);
+        }
+        if let Some(rpt) = &d.tls_rpt {
+            let data = RecordData::Txt(tls_rpt_value(rpt));
+            self.push(format!("_smtp._tls.{domain}"), data, zone, None);
+        }
+        Ok(())
+    }
+
+    /// One TXT record per DKIM selector, from its key in the store; a selector without a key
+    /// is an error or a warning, as [`DkimLookup`] says.
+    fn dkim(&mut self, domain: &DomainName, d: &Domain) -> Result<(), DnsError> {
+        let zone = domain.as_str();
         for (selector, _algorithm) in d.dkim.selectors.iter() {
             let name = format!("{selector}._domainkey.{domain}");
-            match dkim_value(opts.dkim, domain, selector.as_str())? {
-                Some(value) => out.push(record(name, RecordData::Txt(value), zone, fwd, None)),
-                None => set.warnings.push(Warning {
+            match dkim_value(self.opts.dkim, domain, selector)? {
+                Some(value) => self.push(name, RecordData::Txt(value), zone, None),
+                None => self.set.warnings.push(Warning {
                     zone: zone.to_string(),
                     message: format!(
                     "{name}: left out, no DKIM key for selector `{selector}` of {domain} in the secrets store; generate it with `mailbake dkim keygen SITE {domain}`"
@@ -210,76 +268,62 @@ pub fn records(site: &Site, opts: &Options) -> Result<RecordSet, DnsError> {
                 }),
             }
         }
-        if let Some(dmarc) = &d.dmarc {
-            out.push(record(
-                format!("_dmarc.{domain}"),
-                RecordData::Txt(dmarc_value(dmarc)),
-                zone,
-                fwd,
-                None,
-            ));
-        }
-        if let Some(sts) = &d.mta_sts {
-            let policy = mta_sts_policy(site, domain, sts);
-            let mut r = record(
-                format!("_mta-sts.{domain}"),
-                RecordData::Txt(format!("v=STSv1; id={}", policy.id)),
-                zone,
-                fwd,
-                None,
-            );
+        Ok(())
+    }
+
+    /// `_mta-sts.<domain>` announcing the policy, which is kept with the set: it has to be
+    /// served over HTTPS, DNS only carries its id.
+    fn mta_sts(&mut self, domain: &DomainName, sts: &MtaSts) {
+        let policy = mta_sts_policy(self.site, domain, sts);
+        let data = RecordData::Txt(format!("v=STSv1; id={}", policy.id));
+        self.push(format!("_mta-sts.{domain}"), data, domain.as_str(), None);
+        if let Some(r) = self.set.records.last_mut() {
             r.note = Some(format!(
                 "serve the policy at {} (HTTPS, with a certificate valid for mta-sts.{domain}); changing the policy changes this id",
                 policy.url
             ));
-            out.push(r);
-            set.mta_sts.push(policy);
         }
-        if let Some(rpt) = &d.tls_rpt {
-            out.push(record(
-                format!("_smtp._tls.{domain}"),
-                RecordData::Txt(tls_rpt_value(rpt)),
-                zone,
-                fwd,
-                None,
-            ));
-        }
+        self.set.mta_sts.push(policy);
     }
 
-    // Hosts whose names lie outside every mail domain still need A/AAAA records; they go to
-    // the zone of the name's parent, which the operator has to find at its own DNS host.
-    let foreign: BTreeSet<String> = site
-        .hosts
-        .values()
-        .filter(|h| mail_domain_of(site, &h.fqdn).is_none())
-        .map(|h| parent_zone(&h.fqdn))
-        .collect();
-    for zone in &foreign {
-        out.extend(address_records(site, zone, &host_selected));
-    }
-
-    for (name, host) in site.hosts.iter().filter(|(n, _)| host_selected(n)) {
-        for ip in host_addresses(host) {
-            let (rname, rzone) = reverse_name(ip, host);
-            let mut r = record(
-                rname,
-                RecordData::Ptr(host.fqdn.to_string()),
-                &rzone,
-                ZoneKind::Reverse,
-                Some(name),
-            );
-            r.note = Some(format!(
-                "set the reverse DNS of {ip} to {} in your provider's panel",
-                host.fqdn
-            ));
-            out.push(r);
+    /// Hosts whose names lie outside every mail domain still need A/AAAA records; they go to
+    /// the zone of the name's parent, which the operator has to find at its own DNS host.
+    fn foreign_hosts(&mut self) {
+        let site = self.site;
+        let foreign: BTreeSet<String> = site
+            .hosts
+            .values()
+            .filter(|h| mail_domain_of(site, &h.fqdn).is_none())
+            .map(|h| parent_zone(&h.fqdn))
+            .collect();
+        for zone in &foreign {
+            let addresses = address_records(site, zone, &|n| self.opts.selects(n));
+            self.set.records.extend(addresses);
         }
     }
 
-    // Stable sort: zone order first, generation order (the documented record order) within.
-    out.sort_by(|a, b| (a.zone_kind, &a.zone).cmp(&(b.zone_kind, &b.zone)));
-    set.records = out;
-    Ok(set)
+    /// PTR records of the selected hosts' addresses, in their reverse zones.
+    fn reverse(&mut self) {
+        let site = self.site;
+        let opts = self.opts;
+        for (name, host) in site.hosts.iter().filter(|(n, _)| opts.selects(n)) {
+            for ip in host_addresses(host) {
+                let (rname, rzone) = reverse_name(ip, host);
+                self.set.records.push(Record {
+                    name: rname,
+                    data: RecordData::Ptr(host.fqdn.to_string()),
+                    ttl: site.dns.ttl,
+                    zone: rzone,
+                    zone_kind: ZoneKind::Reverse,
+                    host: Some(name.clone()),
+                    note: Some(format!(
+                        "set the reverse DNS of {ip} to {} in your provider's panel",
+                        host.fqdn
+                    )),
+                });
+            }
+        }
+    }
 }
 
 /// A and AAAA records of the selected hosts whose names belong in `zone`.
@@ -453,7 +497,7 @@ fn mta_sts_policy(site: &Site, domain: &DomainName, sts: &MtaSts) -> MtaStsPolic
 fn dkim_value(
     lookup: DkimLookup,
     domain: &DomainName,
-    selector: &str,
+    selector: &Selector,
 ) -> Result<Option<String>, DnsError> {
     let (store, required) = match lookup {
         DkimLookup::Require(store) => (Some(store), true),
@@ -467,7 +511,7 @@ fn dkim_value(
     let Some(store) = store else {
         return Ok(None);
     };
-    match store.dkim_key(domain.as_str(), selector) {
+    match store.dkim_key(domain, selector) {
         Ok(key) => Ok(Some(key.dns_txt_value())),
         Err(SecretsError::MissingKey { .. }) if !required => Ok(None),
         Err(e) => Err(wrap(e)),

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::{DEFAULT_SOURCE_DATE_EPOCH, Format, ImageOptions, build, parse_size};
+use super::{Format, ImageOptions, build, parse_size};
+use crate::epoch::DEFAULT_SOURCE_DATE_EPOCH;
 
 /// Build a bootable disk image from a pinned base root tarball and an overlay tarball.
 ///
@@ -31,7 +32,7 @@ pub struct ImageArgs {
     #[arg(long, default_value = "3G", value_parser = parse_size)]
     pub size: u64,
     /// Clamp for file mtimes and the time mke2fs records
-    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = DEFAULT_SOURCE_DATE_EPOCH)]
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = DEFAULT_SOURCE_DATE_EPOCH as i64)]
     pub source_date_epoch: i64,
 }
 

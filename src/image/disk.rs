@@ -116,13 +116,29 @@ pub fn build_raw(
         )));
     }
     let part_bytes = size - part_offset;
-    let work = raw.parent().unwrap_or(Path::new("."));
 
     // Sparse file of the final size: mke2fs writes only what it uses.
     File::create(raw)
         .and_then(|f| f.set_len(size))
         .map_err(ImageError::io(raw))?;
 
+    make_filesystem(tree, raw, part_bytes, label, ids, sde, start)?;
+    install_grub(tree, raw, ids, part_bytes, start)
+}
+
+/// The ext4 root filesystem, made by mke2fs from `tree` straight into the partition of `raw`,
+/// then made reproducible ([`super::ext4::normalize_times`]) and checked by e2fsck.
+fn make_filesystem(
+    tree: &Path,
+    raw: &Path,
+    part_bytes: u64,
+    label: &str,
+    ids: &Ids,
+    sde: i64,
+    start: Instant,
+) -> Result<(), ImageError> {
+    let part_offset = PARTITION_START_SECTOR * SECTOR;
+    let work = raw.parent().unwrap_or(Path::new("."));
     let conf = work.join("mke2fs.conf");
     fs::write(&conf, MKE2FS_CONF).map_err(ImageError::io(&conf))?;
     progress(
@@ -167,6 +183,19 @@ pub fn build_raw(
         "this is a bug in mailbake's ext4 time normalisation: report it with the e2fsck output",
     )?;
 
+    Ok(())
+}
+
+/// GRUB for SeaBIOS: boot.img in the MBR (with the partition table) and core.img in the gap
+/// before the partition, both from the base's own i386-pc modules.
+fn install_grub(
+    tree: &Path,
+    raw: &Path,
+    ids: &Ids,
+    part_bytes: u64,
+    start: Instant,
+) -> Result<(), ImageError> {
+    let work = raw.parent().unwrap_or(Path::new("."));
     progress(start, "GRUB: core.img from the base's i386-pc modules");
     let grub_dir = tree.join("usr/lib/grub/i386-pc");
     let core = work.join("core.img");

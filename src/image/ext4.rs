@@ -64,66 +64,93 @@ fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
     crc
 }
 
+/// What the superblock says about the layout of the inode tables.
+struct Geometry {
+    block_size: u64,
+    first_data_block: u64,
+    groups: usize,
+    inodes_per_group: usize,
+    inode_size: usize,
+    desc_size: usize,
+    /// The seed of the metadata checksums, when the filesystem has them.
+    csum_seed: Option<u32>,
+}
+
+impl Geometry {
+    /// Reads the 1024-byte superblock `sb`; `bad` words the error.
+    fn read(sb: &[u8], bad: &dyn Fn(String) -> ImageError) -> Result<Geometry, ImageError> {
+        if le16(sb, 0x38) != EXT4_MAGIC {
+            return Err(bad("no ext4 superblock".into()));
+        }
+        let block_size = 1024u64 << le32(sb, 0x18);
+        let first_data_block = u64::from(le32(sb, 0x14));
+        let blocks_per_group = u64::from(le32(sb, 0x20));
+        let inodes_per_group = le32(sb, 0x28) as usize;
+        let inode_size = le16(sb, 0x58) as usize;
+        let incompat = le32(sb, 0x60);
+        let ro_compat = le32(sb, 0x64);
+        let is64 = incompat & INCOMPAT_64BIT != 0;
+        let blocks_count = u64::from(le32(sb, 0x04))
+            | if is64 {
+                u64::from(le32(sb, 0x150)) << 32
+            } else {
+                0
+            };
+        let desc_size = if is64 { le16(sb, 0xFE) as usize } else { 32 };
+        if inode_size < 128 || blocks_per_group == 0 || desc_size < 32 {
+            return Err(bad("implausible superblock geometry".into()));
+        }
+        let csum_seed = if ro_compat & RO_COMPAT_METADATA_CSUM == 0 {
+            None
+        } else if incompat & INCOMPAT_CSUM_SEED != 0 {
+            Some(le32(sb, 0x270))
+        } else {
+            Some(crc32c_raw(!0, &sb[0x68..0x78]))
+        };
+        let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group) as usize;
+        Ok(Geometry {
+            block_size,
+            first_data_block,
+            groups,
+            inodes_per_group,
+            inode_size,
+            desc_size,
+            csum_seed,
+        })
+    }
+}
+
 /// Sets ctime and atime to mtime in every in-use inode of the ext4 filesystem that starts at
 /// byte `offset` of `image`, fixing inode checksums. Returns how many inodes were rewritten.
 pub fn normalize_times(image: &Path, offset: u64) -> Result<u64, ImageError> {
-    let bad = |m: String| ImageError::Ext4(format!("{}: {m}", image.display()));
+    let bad = |m: String| ImageError::Ext4(format!("{} at byte {offset}: {m}", image.display()));
     let mut f = OpenOptions::new()
         .read(true)
         .write(true)
         .open(image)
         .map_err(ImageError::io(image))?;
-    let mut sb = vec![0u8; 1024];
-    f.seek(SeekFrom::Start(offset + 1024))
-        .and_then(|_| f.read_exact(&mut sb))
-        .map_err(ImageError::io(image))?;
-    if le16(&sb, 0x38) != EXT4_MAGIC {
-        return Err(bad(format!("no ext4 superblock at byte {}", offset + 1024)));
-    }
-    let block_size = 1024u64 << le32(&sb, 0x18);
-    let first_data_block = u64::from(le32(&sb, 0x14));
-    let blocks_per_group = u64::from(le32(&sb, 0x20));
-    let inodes_per_group = le32(&sb, 0x28) as usize;
-    let inode_size = le16(&sb, 0x58) as usize;
-    let incompat = le32(&sb, 0x60);
-    let ro_compat = le32(&sb, 0x64);
-    let is64 = incompat & INCOMPAT_64BIT != 0;
-    let blocks_count = u64::from(le32(&sb, 0x04))
-        | if is64 {
-            u64::from(le32(&sb, 0x150)) << 32
-        } else {
-            0
-        };
-    let desc_size = if is64 { le16(&sb, 0xFE) as usize } else { 32 };
-    if inode_size < 128 || blocks_per_group == 0 || desc_size < 32 {
-        return Err(bad("implausible superblock geometry".into()));
-    }
-    let csum_seed = if ro_compat & RO_COMPAT_METADATA_CSUM == 0 {
-        None
-    } else if incompat & INCOMPAT_CSUM_SEED != 0 {
-        Some(le32(&sb, 0x270))
-    } else {
-        Some(crc32c_raw(!0, &sb[0x68..0x78]))
+    let read_at = |f: &mut std::fs::File, pos: u64, buf: &mut [u8]| {
+        f.seek(SeekFrom::Start(pos))
+            .and_then(|_| f.read_exact(buf))
+            .map_err(ImageError::io(image))
     };
-    let groups = (blocks_count - first_data_block).div_ceil(blocks_per_group) as usize;
+    let mut sb = vec![0u8; 1024];
+    read_at(&mut f, offset + 1024, &mut sb)?;
+    let geo = Geometry::read(&sb, &bad)?;
+    let mut gdt = vec![0u8; geo.groups * geo.desc_size];
+    let gdt_pos = offset + (geo.first_data_block + 1) * geo.block_size;
+    read_at(&mut f, gdt_pos, &mut gdt)?;
 
-    let mut gdt = vec![0u8; groups * desc_size];
-    f.seek(SeekFrom::Start(
-        offset + (first_data_block + 1) * block_size,
-    ))
-    .and_then(|_| f.read_exact(&mut gdt))
-    .map_err(ImageError::io(image))?;
-
-    let mut bitmap = vec![0u8; block_size as usize];
-    let mut table = vec![0u8; inodes_per_group * inode_size];
+    let mut bitmap = vec![0u8; geo.block_size as usize];
+    let mut table = vec![0u8; geo.inodes_per_group * geo.inode_size];
     let mut changed = 0u64;
-    for g in 0..groups {
-        let d = &gdt[g * desc_size..(g + 1) * desc_size];
+    for g in 0..geo.groups {
+        let d = &gdt[g * geo.desc_size..(g + 1) * geo.desc_size];
         if le16(d, 0x12) & BG_INODE_UNINIT != 0 {
             continue;
         }
         let hi = |o: usize| {
-            if desc_size >= 64 {
+            if geo.desc_size >= 64 {
                 u64::from(le32(d, o)) << 32
             } else {
                 0
@@ -131,50 +158,17 @@ pub fn normalize_times(image: &Path, offset: u64) -> Result<u64, ImageError> {
         };
         let bitmap_block = u64::from(le32(d, 0x04)) | hi(0x24);
         let table_block = u64::from(le32(d, 0x08)) | hi(0x28);
-        f.seek(SeekFrom::Start(offset + bitmap_block * block_size))
-            .and_then(|_| f.read_exact(&mut bitmap))
-            .map_err(ImageError::io(image))?;
-        let table_pos = offset + table_block * block_size;
-        f.seek(SeekFrom::Start(table_pos))
-            .and_then(|_| f.read_exact(&mut table))
-            .map_err(ImageError::io(image))?;
+        read_at(&mut f, offset + bitmap_block * geo.block_size, &mut bitmap)?;
+        let table_pos = offset + table_block * geo.block_size;
+        read_at(&mut f, table_pos, &mut table)?;
         let mut dirty = false;
-        for i in 0..inodes_per_group {
+        for i in 0..geo.inodes_per_group {
             if bitmap[i / 8] & (1 << (i % 8)) == 0 {
                 continue;
             }
-            let ino = (g * inodes_per_group + i + 1) as u32;
-            let inode = &mut table[i * inode_size..(i + 1) * inode_size];
-            let mtime = le32(inode, 0x10);
-            put32(inode, 0x08, mtime);
-            put32(inode, 0x0C, mtime);
-            let extra = if inode_size > 128 {
-                le16(inode, 0x80) as usize
-            } else {
-                0
-            };
-            // i_ctime_extra 0x84, i_mtime_extra 0x88, i_atime_extra 0x8C: present only when
-            // i_extra_isize covers them.
-            if 128 + extra >= 0x90 {
-                let mx = le32(inode, 0x88);
-                put32(inode, 0x84, mx);
-                put32(inode, 0x8C, mx);
-            }
-            if let Some(seed) = csum_seed {
-                let has_hi = inode_size > 128 && extra >= 4;
-                put16(inode, 0x7C, 0);
-                if has_hi {
-                    put16(inode, 0x82, 0);
-                }
-                let generation = le32(inode, 0x64);
-                let mut crc = crc32c_raw(seed, &ino.to_le_bytes());
-                crc = crc32c_raw(crc, &generation.to_le_bytes());
-                crc = crc32c_raw(crc, inode);
-                put16(inode, 0x7C, crc as u16);
-                if has_hi {
-                    put16(inode, 0x82, (crc >> 16) as u16);
-                }
-            }
+            let ino = (g * geo.inodes_per_group + i + 1) as u32;
+            let inode = &mut table[i * geo.inode_size..(i + 1) * geo.inode_size];
+            normalize_inode(inode, ino, geo.csum_seed);
             dirty = true;
             changed += 1;
         }
@@ -186,6 +180,41 @@ pub fn normalize_times(image: &Path, offset: u64) -> Result<u64, ImageError> {
     }
     f.sync_all().map_err(ImageError::io(image))?;
     Ok(changed)
+}
+
+/// ctime := mtime and atime := mtime in one inode (number `ino`), then its checksum anew.
+fn normalize_inode(inode: &mut [u8], ino: u32, csum_seed: Option<u32>) {
+    let inode_size = inode.len();
+    let mtime = le32(inode, 0x10);
+    put32(inode, 0x08, mtime);
+    put32(inode, 0x0C, mtime);
+    let extra = if inode_size > 128 {
+        le16(inode, 0x80) as usize
+    } else {
+        0
+    };
+    // i_ctime_extra 0x84, i_mtime_extra 0x88, i_atime_extra 0x8C: present only when
+    // i_extra_isize covers them.
+    if 128 + extra >= 0x90 {
+        let mx = le32(inode, 0x88);
+        put32(inode, 0x84, mx);
+        put32(inode, 0x8C, mx);
+    }
+    if let Some(seed) = csum_seed {
+        let has_hi = inode_size > 128 && extra >= 4;
+        put16(inode, 0x7C, 0);
+        if has_hi {
+            put16(inode, 0x82, 0);
+        }
+        let generation = le32(inode, 0x64);
+        let mut crc = crc32c_raw(seed, &ino.to_le_bytes());
+        crc = crc32c_raw(crc, &generation.to_le_bytes());
+        crc = crc32c_raw(crc, inode);
+        put16(inode, 0x7C, crc as u16);
+        if has_hi {
+            put16(inode, 0x82, (crc >> 16) as u16);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,10 +37,6 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-/// SOURCE_DATE_EPOCH used when the environment sets none: the same as `build`'s, any fixed
-/// value works, it only has to be the same for every build.
-pub const DEFAULT_SOURCE_DATE_EPOCH: i64 = crate::build::DEFAULT_SOURCE_DATE_EPOCH as i64;
-
 /// Filesystem label of the root partition. Ubuntu's cloud images use this label and their
 /// `/etc/fstab` names the root by it, so the same image layout serves both bases.
 pub const ROOT_LABEL: &str = "cloudimg-rootfs";
@@ -245,6 +241,57 @@ pub(crate) fn uuid_string(b: &[u8; 16]) -> String {
 /// Builds the image. See the module documentation for the steps.
 pub fn build(opts: &ImageOptions) -> Result<ImageReport, ImageError> {
     let start = Instant::now();
+    let (base_sha, overlay_sha) = check_inputs(opts, start)?;
+    let out_dir = match opts.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // Next to the output so the final rename stays on one filesystem.
+    let work = tempfile::Builder::new()
+        .prefix(".mailbake-image-")
+        .tempdir_in(&out_dir)
+        .map_err(ImageError::io(&out_dir))?;
+    let tree = work.path().join("root");
+
+    let sde = opts.source_date_epoch;
+    let boot = merge_tree(opts, &tree, start)?;
+
+    let raw = work.path().join("disk.raw");
+    let ids = disk::Ids {
+        fs_uuid: derive_id(&base_sha, &overlay_sha, "fs-uuid"),
+        hash_seed: derive_id(&base_sha, &overlay_sha, "hash-seed"),
+        disk_id: {
+            let d = derive_id(&base_sha, &overlay_sha, "mbr-id");
+            u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+        },
+    };
+    disk::build_raw(&tree, &raw, opts.size, ROOT_LABEL, &ids, sde, start)?;
+    // The tree is no longer needed; free its space before the conversion copies the disk.
+    std::fs::remove_dir_all(&tree).map_err(ImageError::io(&tree))?;
+
+    let staged = match opts.format {
+        Format::Raw => raw,
+        Format::Qcow2 => to_qcow2(&raw, start)?,
+    };
+    std::fs::rename(&staged, &opts.out).map_err(ImageError::io(&opts.out))?;
+    let sha256 = digest(&opts.out)?;
+    let size = std::fs::metadata(&opts.out)
+        .map_err(ImageError::io(&opts.out))?
+        .len();
+    progress(start, format!("wrote {}", opts.out.display()));
+    Ok(ImageReport {
+        path: opts.out.clone(),
+        size,
+        sha256,
+        elapsed: start.elapsed(),
+        kernel: boot.kernel,
+    })
+}
+
+/// Checks the base against its pinned digest, then that we are root (extraction records real
+/// owners and makes device nodes); returns the digests of the base and the overlay, from
+/// which the image's identifiers are derived.
+fn check_inputs(opts: &ImageOptions, start: Instant) -> Result<(String, String), ImageError> {
     let expected = opts.base_sha256.trim().to_ascii_lowercase();
     if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ImageError::BadDigest(opts.base_sha256.clone()));
@@ -272,20 +319,16 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport, ImageError> {
         start,
         format!("base ok ({actual}); overlay sha256 {overlay_sha}"),
     );
+    Ok((actual, overlay_sha))
+}
 
-    let out_dir = match opts.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // Next to the output so the final rename stays on one filesystem.
-    let work = tempfile::Builder::new()
-        .prefix(".mailbake-image-")
-        .tempdir_in(&out_dir)
-        .map_err(ImageError::io(&out_dir))?;
-    let tree = work.path().join("root");
-
-    let sde = opts.source_date_epoch;
-    let mut merged = rootfs::Tree::new(&tree, sde)?;
+/// The base with the overlay over it, in `tree`, plus the boot files the disk needs.
+fn merge_tree(
+    opts: &ImageOptions,
+    tree: &Path,
+    start: Instant,
+) -> Result<rootfs::BootFiles, ImageError> {
+    let mut merged = rootfs::Tree::new(tree, opts.source_date_epoch)?;
     progress(start, "extracting base");
     merged.extract(&opts.base)?;
     progress(start, "extracting overlay (its entries win)");
@@ -299,46 +342,19 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport, ImageError> {
             boot.kernel
         ),
     );
+    Ok(boot)
+}
 
-    let raw = work.path().join("disk.raw");
-    let ids = disk::Ids {
-        fs_uuid: derive_id(&actual, &overlay_sha, "fs-uuid"),
-        hash_seed: derive_id(&actual, &overlay_sha, "hash-seed"),
-        disk_id: {
-            let d = derive_id(&actual, &overlay_sha, "mbr-id");
-            u32::from_le_bytes([d[0], d[1], d[2], d[3]])
-        },
-    };
-    disk::build_raw(&tree, &raw, opts.size, ROOT_LABEL, &ids, sde, start)?;
-    // The tree is no longer needed; free its space before the conversion copies the disk.
-    std::fs::remove_dir_all(&tree).map_err(ImageError::io(&tree))?;
-
-    let staged = match opts.format {
-        Format::Raw => raw,
-        Format::Qcow2 => {
-            progress(start, "converting to qcow2 (uncompressed)");
-            let q = work.path().join("disk.qcow2");
-            run_tool(
-                Command::new("qemu-img")
-                    .args(["convert", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1"])
-                    .arg(&raw)
-                    .arg(&q),
-                "install qemu-utils (qemu-img)",
-            )?;
-            q
-        }
-    };
-    std::fs::rename(&staged, &opts.out).map_err(ImageError::io(&opts.out))?;
-    let sha256 = digest(&opts.out)?;
-    let size = std::fs::metadata(&opts.out)
-        .map_err(ImageError::io(&opts.out))?
-        .len();
-    progress(start, format!("wrote {}", opts.out.display()));
-    Ok(ImageReport {
-        path: opts.out.clone(),
-        size,
-        sha256,
-        elapsed: start.elapsed(),
-        kernel: boot.kernel,
-    })
+/// `raw` converted to an uncompressed qcow2 beside it.
+fn to_qcow2(raw: &Path, start: Instant) -> Result<PathBuf, ImageError> {
+    progress(start, "converting to qcow2 (uncompressed)");
+    let q = raw.with_file_name("disk.qcow2");
+    run_tool(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "raw", "-O", "qcow2", "-o", "compat=1.1"])
+            .arg(raw)
+            .arg(&q),
+        "install qemu-utils (qemu-img)",
+    )?;
+    Ok(q)
 }

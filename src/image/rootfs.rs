@@ -165,6 +165,80 @@ fn archive_components(raw: &[u8]) -> Option<Vec<OsString>> {
     Some(out)
 }
 
+/// Owner, permission bits and clamped mtime of one archive entry.
+struct Attrs {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+impl Attrs {
+    /// The entry's attributes, its mtime clamped to `sde`.
+    fn of(
+        hdr: &tar::Header,
+        sde: i64,
+        bad: &dyn Fn(String) -> ImageError,
+    ) -> Result<Attrs, ImageError> {
+        let mode = hdr.mode().map_err(|e| bad(format!("bad mode: {e}")))? & 0o7777;
+        let uid = hdr.uid().map_err(|e| bad(format!("bad uid: {e}")))?;
+        let gid = hdr.gid().map_err(|e| bad(format!("bad gid: {e}")))?;
+        let uid = u32::try_from(uid).map_err(|_| bad(format!("uid {uid} out of range")))?;
+        let gid = u32::try_from(gid).map_err(|_| bad(format!("gid {gid} out of range")))?;
+        let mtime = hdr.mtime().map_err(|e| bad(format!("bad mtime: {e}")))?;
+        let mtime = i64::try_from(mtime).unwrap_or(i64::MAX).min(sde);
+        Ok(Attrs {
+            mode,
+            uid,
+            gid,
+            mtime,
+        })
+    }
+
+    /// Sets owner, then mode (chown clears set-uid/gid bits) on `path`, not following it.
+    fn apply(&self, path: &Path) -> Result<(), ImageError> {
+        std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
+            .map_err(ImageError::io(path))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(self.mode))
+            .map_err(ImageError::io(path))
+    }
+}
+
+/// Makes room at `dst` for an entry: removes what is there, except a directory that a
+/// directory entry replaces (it only gets new metadata). Returns whether one was kept.
+fn clear_for(dst: &Path, entry_is_dir: bool) -> Result<bool, ImageError> {
+    match fs::symlink_metadata(dst) {
+        Ok(m) if m.is_dir() && entry_is_dir => Ok(true),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(dst)
+            .map(|()| false)
+            .map_err(ImageError::io(dst)),
+        Ok(_) => fs::remove_file(dst)
+            .map(|()| false)
+            .map_err(ImageError::io(dst)),
+        Err(_) => Ok(false),
+    }
+}
+
+/// A character or block device or a FIFO at `dst`, with the entry's owner and mode.
+fn make_node(
+    dst: &Path,
+    kind: EntryType,
+    dev: libc::dev_t,
+    attrs: &Attrs,
+) -> Result<(), ImageError> {
+    let fmt = match kind {
+        EntryType::Char => libc::S_IFCHR,
+        EntryType::Block => libc::S_IFBLK,
+        _ => libc::S_IFIFO,
+    };
+    let c = cstr(dst)?;
+    // SAFETY: `c` is a valid NUL-terminated path; mknod has no other preconditions.
+    if unsafe { libc::mknod(c.as_ptr(), fmt | attrs.mode, dev) } != 0 {
+        return Err(ImageError::io(dst)(io::Error::last_os_error()));
+    }
+    attrs.apply(dst)
+}
+
 impl Tree {
     /// Creates the (empty) root directory, owned by root with mode 0755 until an archive's `./`
     /// entry says otherwise.
@@ -279,16 +353,16 @@ impl Tree {
     pub fn extract(&mut self, archive_path: &Path) -> Result<(), ImageError> {
         let input = Input::open(archive_path)?;
         let mut archive = tar::Archive::new(input.reader);
-        let bad = |entry: &str, reason: String| ImageError::Archive {
-            archive: archive_path.to_path_buf(),
-            entry: entry.to_string(),
-            reason,
-        };
         let entries = archive.entries().map_err(ImageError::io(archive_path))?;
         for entry in entries {
             let mut entry = entry.map_err(ImageError::io(archive_path))?;
             let raw_path = entry.path_bytes().into_owned();
             let name = String::from_utf8_lossy(&raw_path).into_owned();
+            let bad = |reason: String| ImageError::Archive {
+                archive: archive_path.to_path_buf(),
+                entry: name.clone(),
+                reason,
+            };
             let kind = entry.header().entry_type();
             if matches!(
                 kind,
@@ -300,119 +374,24 @@ impl Tree {
                 continue;
             }
             let comps = archive_components(&raw_path).ok_or_else(|| {
-                bad(
-                    &name,
-                    "path contains `..`; refusing to write outside the tree".into(),
-                )
+                bad("path contains `..`; refusing to write outside the tree".into())
             })?;
-            let hdr = entry.header();
-            let mode = hdr
-                .mode()
-                .map_err(|e| bad(&name, format!("bad mode: {e}")))?
-                & 0o7777;
-            let uid = hdr.uid().map_err(|e| bad(&name, format!("bad uid: {e}")))?;
-            let gid = hdr.gid().map_err(|e| bad(&name, format!("bad gid: {e}")))?;
-            let uid =
-                u32::try_from(uid).map_err(|_| bad(&name, format!("uid {uid} out of range")))?;
-            let gid =
-                u32::try_from(gid).map_err(|_| bad(&name, format!("gid {gid} out of range")))?;
-            let mtime = hdr
-                .mtime()
-                .map_err(|e| bad(&name, format!("bad mtime: {e}")))?;
-            let mtime = i64::try_from(mtime).unwrap_or(i64::MAX).min(self.sde);
-
+            let attrs = Attrs::of(entry.header(), self.sde, &bad)?;
             if comps.is_empty() {
                 // The `./` entry describes the root directory itself.
                 if kind == EntryType::Directory {
-                    std::os::unix::fs::lchown(&self.root, Some(uid), Some(gid))
-                        .map_err(ImageError::io(&self.root))?;
-                    fs::set_permissions(&self.root, fs::Permissions::from_mode(mode))
-                        .map_err(ImageError::io(&self.root))?;
-                    self.mtimes.insert(PathBuf::new(), mtime);
+                    attrs.apply(&self.root)?;
+                    self.mtimes.insert(PathBuf::new(), attrs.mtime);
                 }
                 continue;
             }
             let (dst, key) = self.locate(&comps, &name)?;
-            let existing = fs::symlink_metadata(&dst).ok();
-            let is_dir = kind == EntryType::Directory;
-            match &existing {
-                Some(m) if m.is_dir() && is_dir => {}
-                Some(m) if m.is_dir() => fs::remove_dir_all(&dst).map_err(ImageError::io(&dst))?,
-                Some(_) => fs::remove_file(&dst).map_err(ImageError::io(&dst))?,
-                None => {}
-            }
-            match kind {
-                EntryType::Directory => {
-                    if existing.as_ref().is_none_or(|m| !m.is_dir()) {
-                        fs::create_dir(&dst).map_err(ImageError::io(&dst))?;
-                    }
-                    std::os::unix::fs::lchown(&dst, Some(uid), Some(gid))
-                        .map_err(ImageError::io(&dst))?;
-                    fs::set_permissions(&dst, fs::Permissions::from_mode(mode))
-                        .map_err(ImageError::io(&dst))?;
-                }
-                EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                    let mut f = OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&dst)
-                        .map_err(ImageError::io(&dst))?;
-                    io::copy(&mut entry, &mut f).map_err(ImageError::io(&dst))?;
-                    // Owner before mode: chown clears set-uid/gid bits.
-                    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))
-                        .map_err(ImageError::io(&dst))?;
-                    f.set_permissions(fs::Permissions::from_mode(mode))
-                        .map_err(ImageError::io(&dst))?;
-                }
-                EntryType::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| bad(&name, "symlink without a target".into()))?
-                        .into_owned();
-                    std::os::unix::fs::symlink(OsStr::from_bytes(&target), &dst)
-                        .map_err(ImageError::io(&dst))?;
-                    std::os::unix::fs::lchown(&dst, Some(uid), Some(gid))
-                        .map_err(ImageError::io(&dst))?;
-                }
-                EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| bad(&name, "hard link without a target".into()))?
-                        .into_owned();
-                    let tcomps = archive_components(&target)
-                        .ok_or_else(|| bad(&name, "hard link target contains `..`".into()))?;
-                    let (src, _) = self.locate(&tcomps, &name)?;
-                    fs::hard_link(&src, &dst)
-                        .map_err(|e| bad(&name, format!("hard link to {}: {e}", src.display())))?;
-                }
-                EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                    let major = entry.header().device_major().ok().flatten().unwrap_or(0);
-                    let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
-                    let fmt = match kind {
-                        EntryType::Char => libc::S_IFCHR,
-                        EntryType::Block => libc::S_IFBLK,
-                        _ => libc::S_IFIFO,
-                    };
-                    let c = cstr(&dst)?;
-                    let dev = libc::makedev(major, minor);
-                    // SAFETY: `c` is a valid NUL-terminated path; mknod has no other preconditions.
-                    if unsafe { libc::mknod(c.as_ptr(), fmt | mode, dev) } != 0 {
-                        return Err(ImageError::io(&dst)(io::Error::last_os_error()));
-                    }
-                    std::os::unix::fs::lchown(&dst, Some(uid), Some(gid))
-                        .map_err(ImageError::io(&dst))?;
-                    fs::set_permissions(&dst, fs::Permissions::from_mode(mode))
-                        .map_err(ImageError::io(&dst))?;
-                }
-                other => {
-                    return Err(bad(&name, format!("unsupported tar entry type {other:?}")));
-                }
-            }
+            let keep_dir = clear_for(&dst, kind == EntryType::Directory)?;
+            self.write_entry(&mut entry, &dst, keep_dir, &attrs, &name, &bad)?;
             if kind != EntryType::Symlink {
                 self.set_xattrs(&mut entry, &dst, &name, archive_path)?;
             }
-            self.mtimes.insert(key, mtime);
+            self.mtimes.insert(key, attrs.mtime);
         }
         let reader = archive.into_inner();
         Input {
@@ -420,6 +399,69 @@ impl Tree {
             child: input.child,
         }
         .finish(archive_path)
+    }
+
+    /// Writes one entry at `dst`, which [`clear_for`] has cleared (`keep_dir`: a directory
+    /// is already there and only gets the entry's owner and mode).
+    fn write_entry<R: Read>(
+        &self,
+        entry: &mut tar::Entry<R>,
+        dst: &Path,
+        keep_dir: bool,
+        attrs: &Attrs,
+        name: &str,
+        bad: &dyn Fn(String) -> ImageError,
+    ) -> Result<(), ImageError> {
+        match entry.header().entry_type() {
+            EntryType::Directory => {
+                if !keep_dir {
+                    fs::create_dir(dst).map_err(ImageError::io(dst))?;
+                }
+                attrs.apply(dst)
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let mut f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(dst)
+                    .map_err(ImageError::io(dst))?;
+                io::copy(entry, &mut f).map_err(ImageError::io(dst))?;
+                // Owner before mode: chown clears set-uid/gid bits.
+                std::os::unix::fs::fchown(&f, Some(attrs.uid), Some(attrs.gid))
+                    .map_err(ImageError::io(dst))?;
+                f.set_permissions(fs::Permissions::from_mode(attrs.mode))
+                    .map_err(ImageError::io(dst))
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| bad("symlink without a target".into()))?
+                    .into_owned();
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), dst)
+                    .map_err(ImageError::io(dst))?;
+                std::os::unix::fs::lchown(dst, Some(attrs.uid), Some(attrs.gid))
+                    .map_err(ImageError::io(dst))
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| bad("hard link without a target".into()))?
+                    .into_owned();
+                let tcomps = archive_components(&target)
+                    .ok_or_else(|| bad("hard link target contains `..`".into()))?;
+                let (src, _) = self.locate(&tcomps, name)?;
+                fs::hard_link(&src, dst)
+                    .map_err(|e| bad(format!("hard link to {}: {e}", src.display())))
+            }
+            kind @ (EntryType::Char | EntryType::Block | EntryType::Fifo) => {
+                let header = entry.header();
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                make_node(dst, kind, libc::makedev(major, minor), attrs)
+            }
+            other => Err(bad(format!("unsupported tar entry type {other:?}"))),
+        }
     }
 
     /// Restores extended attributes recorded as `SCHILY.xattr.*` PAX records (file

@@ -2,8 +2,9 @@
 //!
 //! A layer is copied file by file with these rules:
 //! - `layer.yaml` describes the layer (its packages, special file modes) and is not copied;
-//! - a file ending in `.j2` is a minijinja template rendered with the site context and written
-//!   without the suffix; a template that renders to nothing but white space is left out
+//! - a file ending in `.j2` is a minijinja template rendered with the site's
+//!   [`SiteContext`] in the strict environment of [`crate::template`], and written without
+//!   the suffix; a template that renders to nothing but white space is left out
 //!   (optional configuration, such as ACME settings for a site without ACME);
 //! - a path segment `[domain]` repeats the entry once per mail domain of the site, with the
 //!   template variable `domain` bound to that domain;
@@ -16,10 +17,12 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, Value};
 use serde::Deserialize;
 
-use super::tree::{Content, Entry};
+use super::tree::{Content, Entry, Origin};
+use crate::template::SiteContext;
+use crate::template::context::DomainContext;
 
 const DESCRIPTOR: &str = "layer.yaml";
 const TEMPLATE_SUFFIX: &str = ".j2";
@@ -128,31 +131,50 @@ fn file_name(path: &Path) -> Result<String, LayerError> {
         })
 }
 
-/// Renders `layer` for the site described by `context` (see [`super::context`]); returns the
-/// output paths and entries in path order.
+/// Renders `layer` for the site described by `context`, in `env` (the strict environment of
+/// [`crate::template::environment`]); returns the output paths and entries in path order.
 pub fn render(
     layer: &Layer,
-    context: &serde_json::Value,
+    context: &SiteContext,
+    env: &Environment<'_>,
 ) -> Result<Vec<(String, Entry)>, LayerError> {
-    let mut env = Environment::new();
-    // A typo in a template must fail the build, not render an empty string into a config.
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_keep_trailing_newline(true);
-    env.add_filter("shell_quote", super::escape::shell_quote_filter);
-    let origin = format!("layer {}", layer.name);
-    let domains: Vec<serde_json::Value> = context
-        .get("domains")
-        .and_then(|d| d.as_array())
-        .cloned()
-        .unwrap_or_default();
-
+    let origin = Origin::Layer(layer.name.clone());
     let mut out = Vec::new();
-    let mut stack = vec![(layer.dir.clone(), String::new())];
+    for (source, rel, meta) in walk(&layer.dir)? {
+        for (path, domain) in instances(&rel, &context.domains) {
+            let Some((path, content, mode)) =
+                render_entry(&source, &meta, &path, domain, context, env)?
+            else {
+                continue;
+            };
+            out.push((
+                path,
+                Entry {
+                    content,
+                    mode,
+                    uid: 0,
+                    gid: 0,
+                    origin: origin.clone(),
+                },
+            ));
+        }
+    }
+    apply_modes(layer, &mut out)?;
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Every entry below `root` that is not a directory (directories come from their contents),
+/// with its path relative to `root` and its metadata (not following symlinks); the layer's
+/// own `layer.yaml` is left out.
+fn walk(root: &Path) -> Result<Vec<(PathBuf, String, fs::Metadata)>, LayerError> {
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
         for child in sorted_children(&dir)? {
             let name = file_name(&child)?;
             let child_rel = if rel.is_empty() {
-                name.clone()
+                name
             } else {
                 format!("{rel}/{name}")
             };
@@ -161,85 +183,84 @@ pub fn render(
             }
             let meta = fs::symlink_metadata(&child).map_err(io(&child))?;
             if meta.is_dir() {
-                stack.push((child.clone(), child_rel.clone()));
-                continue;
-            }
-            // One instance per domain when the path has a `[domain]` segment, else one.
-            let instances: Vec<(String, Option<&serde_json::Value>)> =
-                if child_rel.split('/').any(|s| s == PER_DOMAIN) {
-                    domains
-                        .iter()
-                        .map(|d| {
-                            let name = d.get("name").and_then(|n| n.as_str()).unwrap_or_default();
-                            (
-                                child_rel
-                                    .split('/')
-                                    .map(|s| if s == PER_DOMAIN { name } else { s })
-                                    .collect::<Vec<_>>()
-                                    .join("/"),
-                                Some(d),
-                            )
-                        })
-                        .collect()
-                } else {
-                    vec![(child_rel.clone(), None)]
-                };
-            for (path, domain) in instances {
-                let entry = if meta.file_type().is_symlink() {
-                    let target = fs::read_link(&child).map_err(io(&child))?;
-                    let target = target.to_str().ok_or_else(|| LayerError::NotUtf8 {
-                        path: child.clone(),
-                    })?;
-                    Some((path, Content::Symlink(target.to_string()), 0o777))
-                } else if meta.is_file() {
-                    let executable = meta.permissions().mode() & 0o111 != 0;
-                    let mode = if executable { 0o755 } else { 0o644 };
-                    match path.strip_suffix(TEMPLATE_SUFFIX) {
-                        Some(stem) => {
-                            let source = fs::read_to_string(&child).map_err(io(&child))?;
-                            let mut ctx = context.clone();
-                            if let (Some(map), Some(domain)) = (ctx.as_object_mut(), domain) {
-                                map.insert("domain".into(), domain.clone());
-                            }
-                            let rendered = env.render_str(&source, &ctx).map_err(|source| {
-                                LayerError::Template {
-                                    path: child.clone(),
-                                    source,
-                                }
-                            })?;
-                            (!rendered.trim().is_empty()).then(|| {
-                                (stem.to_string(), Content::File(rendered.into_bytes()), mode)
-                            })
-                        }
-                        None => Some((
-                            path,
-                            Content::File(fs::read(&child).map_err(io(&child))?),
-                            mode,
-                        )),
-                    }
-                } else {
-                    return Err(LayerError::Special {
-                        path: child.clone(),
-                    });
-                };
-                if let Some((path, content, mode)) = entry {
-                    out.push((
-                        path,
-                        Entry {
-                            content,
-                            mode,
-                            uid: 0,
-                            gid: 0,
-                            origin: origin.clone(),
-                        },
-                    ));
-                }
+                stack.push((child, child_rel));
+            } else {
+                out.push((child, child_rel, meta));
             }
         }
     }
-    apply_modes(layer, &mut out)?;
-    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
+}
+
+/// The output paths of the layer entry at `rel`: one per mail domain, with the domain bound,
+/// when a path segment is `[domain]`; else just `rel`.
+fn instances<'d>(
+    rel: &str,
+    domains: &'d [DomainContext],
+) -> Vec<(String, Option<&'d DomainContext>)> {
+    if !rel.split('/').any(|s| s == PER_DOMAIN) {
+        return vec![(rel.to_string(), None)];
+    }
+    domains
+        .iter()
+        .map(|d| {
+            let path = rel
+                .split('/')
+                .map(|s| if s == PER_DOMAIN { d.name.as_str() } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            (path, Some(d))
+        })
+        .collect()
+}
+
+/// One output entry: a symlink as it is, a plain file copied, a template rendered (and left
+/// out when it renders to nothing but white space). Returns the path, content and mode.
+fn render_entry(
+    source: &Path,
+    meta: &fs::Metadata,
+    path: &str,
+    domain: Option<&DomainContext>,
+    context: &SiteContext,
+    env: &Environment<'_>,
+) -> Result<Option<(String, Content, u32)>, LayerError> {
+    if meta.file_type().is_symlink() {
+        let target = fs::read_link(source).map_err(io(source))?;
+        let target = target.to_str().ok_or_else(|| LayerError::NotUtf8 {
+            path: source.to_path_buf(),
+        })?;
+        return Ok(Some((
+            path.to_string(),
+            Content::Symlink(target.to_string()),
+            0o777,
+        )));
+    }
+    if !meta.is_file() {
+        return Err(LayerError::Special {
+            path: source.to_path_buf(),
+        });
+    }
+    let executable = meta.permissions().mode() & 0o111 != 0;
+    let mode = if executable { 0o755 } else { 0o644 };
+    let Some(stem) = path.strip_suffix(TEMPLATE_SUFFIX) else {
+        let data = fs::read(source).map_err(io(source))?;
+        return Ok(Some((path.to_string(), Content::File(data), mode)));
+    };
+    let text = fs::read_to_string(source).map_err(io(source))?;
+    let template_error = |error| LayerError::Template {
+        path: source.to_path_buf(),
+        source: error,
+    };
+    let rendered = match domain {
+        Some(domain) => env.render_str(
+            &text,
+            minijinja::context! { domain => domain, ..Value::from_serialize(context) },
+        ),
+        None => env.render_str(&text, context),
+    }
+    .map_err(template_error)?;
+    Ok((!rendered.trim().is_empty())
+        .then(|| (stem.to_string(), Content::File(rendered.into_bytes()), mode)))
 }
 
 fn apply_modes(layer: &Layer, entries: &mut [(String, Entry)]) -> Result<(), LayerError> {

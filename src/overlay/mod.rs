@@ -1,27 +1,23 @@
 //! The overlay stage: the site's layers rendered over the payload of the pinned packages,
 //! written as one reproducible tar that every host of the site shares. It never contains a
 //! secret: users, keys and credentials reach hosts through their seeds.
+//!
+//! Two steps, so that a build checks every input before its expensive work: [`render`] reads
+//! the layers and renders every template with the site's [`SiteContext`] (cheap, and where
+//! mistakes are); [`Rendered::assemble`] then lays the packages' payloads down and the
+//! rendered layers over them.
 
-pub mod acme_ca;
 pub mod archive;
-pub mod context;
-pub mod escape;
 pub mod layers;
-pub mod mail_policy;
+pub mod packages;
 pub mod tree;
 
 use std::path::Path;
 
-use crate::site::Site;
-use tree::{Entry, OnExisting, Tree, TreeError};
-
-/// The files of one pinned package, as they go into the overlay.
-#[derive(Clone, Debug)]
-pub struct PackagePayload {
-    pub name: String,
-    pub version: String,
-    pub entries: Vec<(String, Entry)>,
-}
+use crate::template::{self, SiteContext};
+use layers::Layer;
+pub use packages::{PackageError, PackagePayload};
+use tree::{Entry, OnExisting, Origin, Tree, TreeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OverlayError {
@@ -34,55 +30,74 @@ pub enum OverlayError {
     )]
     MissingPackage { layer: String, package: String },
     #[error(transparent)]
-    AcmeCa(#[from] acme_ca::AcmeCaError),
+    Package(#[from] PackageError),
 }
 
-/// Builds the overlay tree for `site` from the layers under `layers_dir`; `site_dir` is where
-/// the site file's relative paths (ACME CA certificates) are resolved.
-pub fn build(
-    site: &Site,
-    site_dir: &Path,
-    layers_dir: &Path,
-    packages: &[PackagePayload],
-) -> Result<Tree, OverlayError> {
-    let layers = layers::discover(layers_dir)?;
-    let mut tree = Tree::default();
+/// The site's layers, rendered: everything of the overlay but the packages' payloads.
+#[derive(Clone, Debug)]
+pub struct Rendered {
+    layers: Vec<(Layer, Vec<(String, Entry)>)>,
+}
 
-    // Package payloads first, in lock order, so that layers can replace their sample files.
-    let mut wanted: Vec<&PackagePayload> = Vec::new();
-    for layer in &layers {
-        for name in &layer.spec.packages {
-            let payload = packages.iter().find(|p| &p.name == name).ok_or_else(|| {
-                OverlayError::MissingPackage {
-                    layer: layer.name.clone(),
-                    package: name.clone(),
-                }
-            })?;
-            if !wanted.iter().any(|p| p.name == payload.name) {
-                wanted.push(payload);
+/// Renders the layers under `layers_dir` for the site `context` describes.
+pub fn render(context: &SiteContext, layers_dir: &Path) -> Result<Rendered, OverlayError> {
+    let env = template::environment();
+    let layers = layers::discover(layers_dir)?
+        .into_iter()
+        .map(|layer| {
+            let entries = layers::render(&layer, context, &env)?;
+            Ok((layer, entries))
+        })
+        .collect::<Result<_, OverlayError>>()?;
+    Ok(Rendered { layers })
+}
+
+impl Rendered {
+    /// The overlay tree: the payloads of the packages the layers ask for, then the rendered
+    /// layers, which may replace package files (our chasquid.conf over the
+    /// sample) but never each other's.
+    pub fn assemble(&self, packages: &[PackagePayload]) -> Result<Tree, OverlayError> {
+        let mut tree = Tree::default();
+        for payload in self.wanted_packages(packages)? {
+            for (path, entry) in &payload.entries {
+                tree.insert(path, entry.clone(), OnExisting::Replace)?;
             }
         }
-    }
-    for payload in wanted {
-        for (path, entry) in &payload.entries {
-            tree.insert(path, entry.clone(), OnExisting::Replace)?;
+        for (_, entries) in &self.layers {
+            for (path, entry) in entries {
+                let from_package = tree
+                    .get(path)
+                    .is_some_and(|e| matches!(e.origin, Origin::Package { .. }));
+                let rule = if from_package {
+                    OnExisting::Replace
+                } else {
+                    OnExisting::Refuse
+                };
+                tree.insert(path, entry.clone(), rule)?;
+            }
         }
+        Ok(tree)
     }
 
-    let context = context::for_site(site, acme_ca::bundle(site, site_dir)?.as_deref());
-    for layer in &layers {
-        for (path, entry) in layers::render(layer, &context)? {
-            // A layer replaces package files, never another layer's.
-            let from_package = tree
-                .get(&path)
-                .is_some_and(|e| e.origin.starts_with("package "));
-            let rule = if from_package {
-                OnExisting::Replace
-            } else {
-                OnExisting::Refuse
-            };
-            tree.insert(&path, entry, rule)?;
+    /// The payloads the layers name, each once, in the order the layers first name them.
+    fn wanted_packages<'p>(
+        &self,
+        packages: &'p [PackagePayload],
+    ) -> Result<Vec<&'p PackagePayload>, OverlayError> {
+        let mut wanted: Vec<&PackagePayload> = Vec::new();
+        for (layer, _) in &self.layers {
+            for name in &layer.spec.packages {
+                let payload = packages.iter().find(|p| &p.name == name).ok_or_else(|| {
+                    OverlayError::MissingPackage {
+                        layer: layer.name.clone(),
+                        package: name.clone(),
+                    }
+                })?;
+                if !wanted.iter().any(|p| p.name == payload.name) {
+                    wanted.push(payload);
+                }
+            }
         }
+        Ok(wanted)
     }
-    Ok(tree)
 }

@@ -1,6 +1,26 @@
 //! The overlay as a tree of entries keyed by path, before it is written out.
 
 use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where an entry came from: it decides what may replace it (a layer replaces a package's
+/// sample file, never another layer's file) and names the culprit in messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The payload of a pinned package.
+    Package { name: String, version: String },
+    /// A layer, by its directory name.
+    Layer(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Package { name, version } => write!(f, "package {name} {version}"),
+            Origin::Layer(name) => write!(f, "layer {name}"),
+        }
+    }
+}
 
 /// What an entry is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,18 +39,17 @@ pub struct Entry {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
-    /// Where the entry came from (`layer chasquid`, `package lego 4.9.1-2`), for messages.
-    pub origin: String,
+    pub origin: Origin,
 }
 
 impl Entry {
-    pub fn dir(origin: &str) -> Entry {
+    pub fn dir(origin: &Origin) -> Entry {
         Entry {
             content: Content::Dir,
             mode: 0o755,
             uid: 0,
             gid: 0,
-            origin: origin.to_string(),
+            origin: origin.clone(),
         }
     }
 }
@@ -106,7 +125,7 @@ impl Tree {
         {
             return Err(TreeError::BadPath {
                 path: path.to_string(),
-                origin: entry.origin,
+                origin: entry.origin.to_string(),
             });
         }
         let mut parent = String::new();
@@ -129,9 +148,9 @@ impl Tree {
                 Some(existing) => {
                     return Err(TreeError::ParentNotDir {
                         path: path.to_string(),
-                        origin: entry.origin,
+                        origin: entry.origin.to_string(),
                         parent: parent.clone(),
-                        parent_origin: existing.origin.clone(),
+                        parent_origin: existing.origin.to_string(),
                     });
                 }
             }
@@ -144,15 +163,15 @@ impl Tree {
             Some(existing) if on_existing == OnExisting::Refuse => {
                 return Err(TreeError::Conflict {
                     path: path.to_string(),
-                    first: existing.origin.clone(),
-                    second: entry.origin,
+                    first: existing.origin.to_string(),
+                    second: entry.origin.to_string(),
                 });
             }
             Some(existing) if existing.content == Content::Dir => {
                 return Err(TreeError::Conflict {
                     path: path.to_string(),
-                    first: existing.origin.clone(),
-                    second: entry.origin,
+                    first: existing.origin.to_string(),
+                    second: entry.origin.to_string(),
                 });
             }
             _ => {
@@ -167,14 +186,18 @@ impl Tree {
 mod tests {
     use super::*;
 
-    fn file(data: &str, origin: &str) -> Entry {
+    fn file(data: &str, origin: Origin) -> Entry {
         Entry {
             content: Content::File(data.as_bytes().to_vec()),
             mode: 0o644,
             uid: 0,
             gid: 0,
-            origin: origin.into(),
+            origin,
         }
+    }
+
+    fn layer(name: &str) -> Origin {
+        Origin::Layer(name.into())
     }
 
     #[test]
@@ -182,11 +205,11 @@ mod tests {
         let mut t = Tree::default();
         t.insert(
             "etc/chasquid/chasquid.conf",
-            file("x", "layer a"),
+            file("x", layer("a")),
             OnExisting::Refuse,
         )
         .unwrap();
-        t.insert("etc-x", file("y", "layer a"), OnExisting::Refuse)
+        t.insert("etc-x", file("y", layer("a")), OnExisting::Refuse)
             .unwrap();
         let paths: Vec<&str> = t.entries().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
@@ -198,16 +221,26 @@ mod tests {
     #[test]
     fn layers_replace_package_files_but_not_each_other() {
         let mut t = Tree::default();
-        t.insert("etc/a", file("pkg", "package p"), OnExisting::Replace)
-            .unwrap();
-        t.insert("etc/a", file("layer", "layer l"), OnExisting::Replace)
+        t.insert(
+            "etc/a",
+            file(
+                "pkg",
+                Origin::Package {
+                    name: "p".into(),
+                    version: "1".into(),
+                },
+            ),
+            OnExisting::Replace,
+        )
+        .unwrap();
+        t.insert("etc/a", file("layer", layer("l")), OnExisting::Replace)
             .unwrap();
         assert_eq!(
             t.get("etc/a").unwrap().content,
             Content::File(b"layer".to_vec())
         );
         let err = t
-            .insert("etc/a", file("again", "layer m"), OnExisting::Refuse)
+            .insert("etc/a", file("again", layer("m")), OnExisting::Refuse)
             .unwrap_err();
         assert!(err.to_string().contains("layer l") && err.to_string().contains("layer m"));
     }
@@ -216,13 +249,13 @@ mod tests {
     fn unclean_paths_and_files_as_parents_are_refused() {
         let mut t = Tree::default();
         assert!(
-            t.insert("etc/../x", file("x", "l"), OnExisting::Refuse)
+            t.insert("etc/../x", file("x", layer("l")), OnExisting::Refuse)
                 .is_err()
         );
-        t.insert("etc/f", file("x", "l"), OnExisting::Refuse)
+        t.insert("etc/f", file("x", layer("l")), OnExisting::Refuse)
             .unwrap();
         assert!(
-            t.insert("etc/f/g", file("x", "l"), OnExisting::Refuse)
+            t.insert("etc/f/g", file("x", layer("l")), OnExisting::Refuse)
                 .is_err()
         );
     }

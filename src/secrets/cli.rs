@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::{SecretStore, read_password_from, read_password_twice_from_tty};
-use crate::site::{self, DomainName, LoadedSite, MailAddress};
+use crate::site::{self, DkimAlgorithm, DomainName, LoadedSite, LocalPart, MailAddress, Selector};
 
 /// Where the secrets of `site` live: `--secrets` or `secrets/` beside the site file.
 #[derive(Debug, Clone, clap::Args)]
@@ -99,11 +99,20 @@ fn load(store: &StoreArgs) -> anyhow::Result<LoadedSite> {
     Ok(site::load(&store.site)?)
 }
 
-/// Parses `address` and checks the site lists it as a user.
-fn site_user(loaded: &LoadedSite, address: &str) -> anyhow::Result<(DomainName, String)> {
+/// Parses a mail address given on the command line into the site's typed names, with the
+/// messages the site file gets for the same mistakes.
+fn parse_address(address: &str) -> anyhow::Result<(DomainName, LocalPart)> {
     let address = MailAddress::try_from(address).map_err(|e| anyhow::anyhow!("{e}"))?;
     let domain = DomainName::try_from(address.domain()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let local = address.local_part().to_string();
+    let local = LocalPart::try_from(address.local_part()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((domain, local))
+}
+
+/// Parses `address` and checks the site lists it as a user.
+fn site_user(loaded: &LoadedSite, address: &str) -> anyhow::Result<(DomainName, LocalPart)> {
+    let parsed = MailAddress::try_from(address).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let domain = DomainName::try_from(parsed.domain()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let local = parsed.local_part();
     let Some(d) = loaded.site.domains.get(&domain) else {
         bail!(
             "{} is not a domain of {}; add it under `domains:` first",
@@ -111,13 +120,13 @@ fn site_user(loaded: &LoadedSite, address: &str) -> anyhow::Result<(DomainName, 
             loaded.path.display()
         );
     };
-    if !d.users.iter().any(|u| u.as_str() == local) {
+    let Some(user) = d.users.iter().find(|u| u.as_str() == local) else {
         bail!(
             "{local}@{domain} is not a user in {}; add `{local}` to `domains.{domain}.users` first (the site file says who exists, the store keeps their passwords)",
             loaded.path.display()
         );
-    }
-    Ok((domain, local))
+    };
+    Ok((domain, user.clone()))
 }
 
 pub fn run_user(command: &UserCommand, out: &mut dyn Write) -> anyhow::Result<()> {
@@ -135,7 +144,7 @@ pub fn run_user(command: &UserCommand, out: &mut dyn Write) -> anyhow::Result<()
             } else {
                 read_password_twice_from_tty(&format!("{local}@{domain}"))?
             };
-            secrets.add_user(domain.as_str(), &local, &password)?;
+            secrets.add_user(&domain, &local, &password)?;
             writeln!(
                 out,
                 "stored a password hash for {local}@{domain} in {}",
@@ -143,17 +152,20 @@ pub fn run_user(command: &UserCommand, out: &mut dyn Write) -> anyhow::Result<()
             )?;
         }
         UserCommand::Remove { store, address } => {
-            let address =
-                MailAddress::try_from(address.as_str()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (domain, local) = parse_address(address)?;
             let secrets = store.open()?;
-            secrets.remove_user(address.domain(), address.local_part())?;
-            writeln!(out, "removed {address} from {}", secrets.root().display())?;
+            secrets.remove_user(&domain, &local)?;
+            writeln!(
+                out,
+                "removed {local}@{domain} from {}",
+                secrets.root().display()
+            )?;
         }
         UserCommand::List { store } => {
             let loaded = load(store)?;
             let secrets = store.open()?;
             for (domain, d) in loaded.site.domains.iter() {
-                let stored = secrets.list_users(domain.as_str())?;
+                let stored = secrets.list_users(domain)?;
                 for user in &d.users {
                     let state = if stored.iter().any(|s| s == user.as_str()) {
                         "ok"
@@ -183,89 +195,95 @@ pub fn run_dkim(command: &DkimCommand, out: &mut dyn Write) -> anyhow::Result<()
             store,
             domain,
             force,
-        } => {
-            let loaded = load(store)?;
-            let (domain, d) = site_domain(&loaded, domain)?;
-            if d.dkim.selectors.is_empty() {
-                bail!(
-                    "{domain} has no DKIM selectors in {}; add `dkim: {{ selectors: {{ 2026a-rsa: rsa-2048, 2026a-ed: ed25519 }} }}`",
-                    loaded.path.display()
-                );
-            }
-            let secrets = store.open_or_create()?;
-            for (selector, algorithm) in d.dkim.selectors.iter() {
-                let exists = secrets
-                    .list_dkim_selectors(domain.as_str())?
-                    .iter()
-                    .any(|s| s == selector.as_str());
-                if exists && !force {
-                    writeln!(out, "{selector}._domainkey.{domain}: key exists, kept")?;
-                    continue;
-                }
-                secrets.dkim_keygen(domain.as_str(), selector.as_str(), *algorithm, *force)?;
-                writeln!(
-                    out,
-                    "{selector}._domainkey.{domain}: generated {algorithm} key"
-                )?;
-            }
-            let secrets_arg = store
-                .secrets
-                .as_ref()
-                .map(|dir| format!(" --secrets {}", dir.display()))
-                .unwrap_or_default();
-            writeln!(
-                out,
-                "publish the records printed by `mailbake dns {}{secrets_arg}`",
-                store.site.display()
-            )?;
-        }
-        DkimCommand::Rotate { store, domain, to } => {
-            let loaded = load(store)?;
-            let (domain, d) = site_domain(&loaded, domain)?;
-            let secrets = store.open_or_create()?;
-            let mut new = Vec::new();
-            for (selector, algorithm) in d.dkim.selectors.iter() {
-                let suffix = match algorithm {
-                    super::DkimAlgorithm::Ed25519 => "ed",
-                    _ => "rsa",
-                };
-                let name = format!("{to}-{suffix}");
-                site::Selector::try_from(name.as_str())
-                    .map_err(|e| anyhow::anyhow!("--to {to}: {e}"))?;
-                if d.dkim
-                    .selectors
-                    .keys()
-                    .chain(d.dkim.retired.keys())
-                    .any(|s| s.as_str() == name)
-                {
-                    bail!("selector {name} is already in the site file; pick another --to prefix");
-                }
-                secrets
-                    .dkim_keygen(domain.as_str(), &name, *algorithm, false)
-                    .with_context(|| {
-                        format!("generating the key for {name} (replacing {selector})")
-                    })?;
-                new.push((name, *algorithm));
-            }
-            writeln!(
-                out,
-                "generated keys for the new selectors; now change {} to:",
-                loaded.path.display()
-            )?;
-            writeln!(out, "    dkim:\n      selectors:")?;
-            for (name, algorithm) in &new {
-                writeln!(out, "        {name}: {algorithm}")?;
-            }
-            writeln!(out, "      retired:")?;
-            for (name, algorithm) in d.dkim.selectors.iter().chain(d.dkim.retired.iter()) {
-                writeln!(out, "        {name}: {algorithm}")?;
-            }
-            writeln!(
-                out,
-                "publish the new records (`mailbake dns`), wait for DNS, rebuild and reseed; remove the retired selectors a few days later"
-            )?;
-        }
+        } => keygen(store, domain, *force, out),
+        DkimCommand::Rotate { store, domain, to } => rotate(store, domain, to, out),
     }
+}
+
+/// `mailbake dkim keygen`: a key for every selector of `domain` that has none (or all, with
+/// `force`).
+fn keygen(store: &StoreArgs, domain: &str, force: bool, out: &mut dyn Write) -> anyhow::Result<()> {
+    let loaded = load(store)?;
+    let (domain, d) = site_domain(&loaded, domain)?;
+    if d.dkim.selectors.is_empty() {
+        bail!(
+            "{domain} has no DKIM selectors in {}; add `dkim: {{ selectors: {{ 2026a-rsa: rsa-2048, 2026a-ed: ed25519 }} }}`",
+            loaded.path.display()
+        );
+    }
+    let secrets = store.open_or_create()?;
+    for (selector, algorithm) in d.dkim.selectors.iter() {
+        let exists = secrets
+            .list_dkim_selectors(&domain)?
+            .iter()
+            .any(|s| s == selector.as_str());
+        if exists && !force {
+            writeln!(out, "{selector}._domainkey.{domain}: key exists, kept")?;
+            continue;
+        }
+        secrets.dkim_keygen(&domain, selector, *algorithm, force)?;
+        writeln!(
+            out,
+            "{selector}._domainkey.{domain}: generated {algorithm} key"
+        )?;
+    }
+    let secrets_arg = store
+        .secrets
+        .as_ref()
+        .map(|dir| format!(" --secrets {}", dir.display()))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "publish the records printed by `mailbake dns {}{secrets_arg}`",
+        store.site.display()
+    )?;
+    Ok(())
+}
+
+/// `mailbake dkim rotate`: keys for new selectors `<to>-rsa`/`<to>-ed`, and the site change
+/// that makes them sign while the old ones stay published.
+fn rotate(store: &StoreArgs, domain: &str, to: &str, out: &mut dyn Write) -> anyhow::Result<()> {
+    let loaded = load(store)?;
+    let (domain, d) = site_domain(&loaded, domain)?;
+    let secrets = store.open_or_create()?;
+    let mut new = Vec::new();
+    for (selector, algorithm) in d.dkim.selectors.iter() {
+        let suffix = match algorithm {
+            DkimAlgorithm::Ed25519 => "ed",
+            _ => "rsa",
+        };
+        let name = Selector::try_from(format!("{to}-{suffix}"))
+            .map_err(|e| anyhow::anyhow!("--to {to}: {e}"))?;
+        if d.dkim
+            .selectors
+            .keys()
+            .chain(d.dkim.retired.keys())
+            .any(|s| *s == name)
+        {
+            bail!("selector {name} is already in the site file; pick another --to prefix");
+        }
+        secrets
+            .dkim_keygen(&domain, &name, *algorithm, false)
+            .with_context(|| format!("generating the key for {name} (replacing {selector})"))?;
+        new.push((name, *algorithm));
+    }
+    writeln!(
+        out,
+        "generated keys for the new selectors; now change {} to:",
+        loaded.path.display()
+    )?;
+    writeln!(out, "    dkim:\n      selectors:")?;
+    for (name, algorithm) in &new {
+        writeln!(out, "        {name}: {algorithm}")?;
+    }
+    writeln!(out, "      retired:")?;
+    for (name, algorithm) in d.dkim.selectors.iter().chain(d.dkim.retired.iter()) {
+        writeln!(out, "        {name}: {algorithm}")?;
+    }
+    writeln!(
+        out,
+        "publish the new records (`mailbake dns`), wait for DNS, rebuild and reseed; remove the retired selectors a few days later"
+    )?;
     Ok(())
 }
 

@@ -5,7 +5,6 @@
 //! command, since chasquid would refuse them at start-up anyway.
 
 use std::fmt;
-use std::str::FromStr;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -16,6 +15,7 @@ use rsa::traits::PublicKeyParts as _;
 use zeroize::Zeroizing;
 
 use super::error::KeyError;
+use crate::site::DkimAlgorithm;
 
 /// RSA keys shorter than this are refused: RFC 8301 makes 1024 bits the floor and major
 /// receivers already ignore such signatures; 2048 is what everyone publishes.
@@ -23,65 +23,6 @@ pub const MIN_RSA_BITS: usize = 2048;
 
 const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
-
-/// Algorithms mailbake generates. RSA is what every receiver verifies; Ed25519 (RFC 8463) is
-/// small but not verified everywhere, so it is meant to be published *in addition* to RSA.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Deserialize)]
-pub enum DkimAlgorithm {
-    #[default]
-    #[serde(rename = "rsa-2048")]
-    Rsa2048,
-    #[serde(rename = "rsa-3072")]
-    Rsa3072,
-    #[serde(rename = "rsa-4096")]
-    Rsa4096,
-    #[serde(rename = "ed25519")]
-    Ed25519,
-}
-
-impl DkimAlgorithm {
-    pub const ALL: [DkimAlgorithm; 4] = [
-        DkimAlgorithm::Rsa2048,
-        DkimAlgorithm::Rsa3072,
-        DkimAlgorithm::Rsa4096,
-        DkimAlgorithm::Ed25519,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DkimAlgorithm::Rsa2048 => "rsa-2048",
-            DkimAlgorithm::Rsa3072 => "rsa-3072",
-            DkimAlgorithm::Rsa4096 => "rsa-4096",
-            DkimAlgorithm::Ed25519 => "ed25519",
-        }
-    }
-
-    fn rsa_bits(self) -> Option<usize> {
-        match self {
-            DkimAlgorithm::Rsa2048 => Some(2048),
-            DkimAlgorithm::Rsa3072 => Some(3072),
-            DkimAlgorithm::Rsa4096 => Some(4096),
-            DkimAlgorithm::Ed25519 => None,
-        }
-    }
-}
-
-impl fmt::Display for DkimAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for DkimAlgorithm {
-    type Err = KeyError;
-
-    fn from_str(s: &str) -> Result<Self, KeyError> {
-        DkimAlgorithm::ALL
-            .into_iter()
-            .find(|a| a.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| KeyError::UnknownAlgorithm(s.to_string()))
-    }
-}
 
 /// What a loaded key is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,18 +167,6 @@ pub fn dns_txt_value(private_pem: &str) -> Result<String, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn algorithm_names() {
-        for a in DkimAlgorithm::ALL {
-            assert_eq!(a.as_str().parse::<DkimAlgorithm>().ok(), Some(a));
-        }
-        let err = "rsa-1024"
-            .parse::<DkimAlgorithm>()
-            .err()
-            .map(|e| e.to_string());
-        assert!(err.is_some_and(|e| e.contains("rsa-2048")));
-    }
 
     #[test]
     fn bit_lengths() {

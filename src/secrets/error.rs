@@ -13,6 +13,16 @@ pub enum SecretsError {
     StoreMissing { path: PathBuf },
 
     #[error(
+        "{} needs a secrets store, but {} does not exist; it would hold:{needs}\n  fix: create it with the commands above (SITE is the site file), or pass --secrets DIR if the store is elsewhere", site.display(), path.display()
+    )]
+    StoreNeeded {
+        site: PathBuf,
+        path: PathBuf,
+        /// One `\n  - ` line per [`super::required::Need`].
+        needs: String,
+    },
+
+    #[error(
         "{path} is {what} (mode {mode:04o}); secrets must be private to their owner\n  fix: chmod {fix_mode} '{path}' (and treat its contents as leaked if others could read it)"
     )]
     Insecure {
@@ -154,9 +164,6 @@ pub enum KeyError {
 
     #[error("not a valid PEM private key: {0}")]
     Malformed(String),
-
-    #[error("unknown DKIM algorithm {0:?}; valid: rsa-2048, rsa-3072, rsa-4096, ed25519")]
-    UnknownAlgorithm(String),
 
     #[error("key generation failed: {0}")]
     Generation(String),

@@ -3,7 +3,8 @@
 //!
 //! Secrets never enter the site file (it lives in git) nor the image (it is public): they live
 //! in a directory of their own, by default `secrets/` beside the site file, and only the seed
-//! stage copies them out.
+//! stage copies them out. [`open_for_site`] opens it by the one rule for when a site needs
+//! one ([`needs`]).
 //!
 //! # Store layout
 //!
@@ -17,7 +18,9 @@
 //! │   └── <domain>/                 0700
 //! │       └── <selector>.pem        0600  PKCS#8 `PRIVATE KEY` (RSA >= 2048 or Ed25519):
 //! │                                       copied to /etc/chasquid/domains/<domain>/dkim:<selector>.pem
-//! └── acme.env                      0600  DNS-provider credentials for ACME (see [`ACME_ENV`])
+//! ├── acme.env                      0600  DNS-provider credentials for ACME (see [`ACME_ENV`])
+//! ├── tls-fullchain.pem             0600  with `tls.files`: the certificate chain ([`TLS_FULLCHAIN`])
+//! └── tls-privkey.pem               0600  with `tls.files`: its private key ([`TLS_PRIVKEY`])
 //! ```
 //!
 //! Rules the store enforces, and why:
@@ -29,25 +32,27 @@
 //!   the old or the new file, never half of one. chasquid >= 1.12 treats a malformed users file
 //!   on reload as fatal, so a torn file would take the mail server down.
 //! - **Plaintext passwords are never stored**; only chasquid's scrypt hash.
-//! - **Names are path components**, so domains, local parts and selectors are checked against a
-//!   strict ASCII subset before any path is built (no `..`, no `/`).
+//! - **Names are path components**, so the store only takes the site's typed names
+//!   ([`DomainName`](crate::site::DomainName), [`LocalPart`](crate::site::LocalPart),
+//!   [`Selector`](crate::site::Selector)): their validation already keeps them to a strict
+//!   ASCII subset without `/` or `..`, and it is the same check the site file gets.
 
 pub mod cli;
 mod dkim;
 mod error;
-mod names;
 mod password;
+mod required;
 mod store;
 mod textproto;
 mod userdb;
 
-pub use dkim::{DkimAlgorithm, DkimKey, KeyKind, MIN_RSA_BITS, dns_txt_value, generate};
+pub use dkim::{DkimKey, KeyKind, MIN_RSA_BITS, dns_txt_value, generate};
 pub use error::{KeyError, SecretsError};
-pub use names::{normalize_domain, normalize_local_part, validate_selector};
 pub use password::{
     MIN_PASSWORD_CHARS, Password, read_password_from, read_password_twice_from_tty,
 };
-pub use store::{ACME_ENV, SecretStore};
+pub use required::{Need, needs, open_for_site};
+pub use store::{ACME_ENV, SecretStore, TLS_FULLCHAIN, TLS_PRIVKEY};
 pub use userdb::{
     Credential, SCRYPT_KEY_LEN, SCRYPT_LOG_N, SCRYPT_P, SCRYPT_R, SCRYPT_SALT_LEN, ScryptHash,
     UserDb, hash_password,

@@ -8,14 +8,18 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::dkim::{self, DkimAlgorithm, DkimKey};
+use super::dkim::{self, DkimKey};
 use super::error::SecretsError;
-use super::names::{normalize_domain, normalize_local_part, validate_selector};
 use super::password::Password;
 use super::userdb::{Credential, ScryptHash, UserDb};
+use crate::site::{DkimAlgorithm, DomainName, LocalPart, Selector};
 
 /// File name, at the store's top level, of the ACME DNS-provider credentials.
 pub const ACME_ENV: &str = "acme.env";
+/// File name, at the store's top level, of the certificate chain when the site sets `tls.files`.
+pub const TLS_FULLCHAIN: &str = "tls-fullchain.pem";
+/// File name, at the store's top level, of the certificate's private key (`tls.files`).
+pub const TLS_PRIVKEY: &str = "tls-privkey.pem";
 
 const USERS_DIR: &str = "users";
 const DKIM_DIR: &str = "dkim";
@@ -137,14 +141,13 @@ impl SecretStore {
     // ---- users -------------------------------------------------------------------------
 
     /// Path of the users database of `domain` (which need not exist).
-    pub fn users_path(&self, domain: &str) -> Result<PathBuf, SecretsError> {
-        let domain = normalize_domain(domain)?;
-        Ok(self.root.join(USERS_DIR).join(domain))
+    pub fn users_path(&self, domain: &DomainName) -> PathBuf {
+        self.root.join(USERS_DIR).join(domain.as_str())
     }
 
     /// The users database of `domain`; empty if the domain has none yet.
-    pub fn user_db(&self, domain: &str) -> Result<UserDb, SecretsError> {
-        let path = self.users_path(domain)?;
+    pub fn user_db(&self, domain: &DomainName) -> Result<UserDb, SecretsError> {
+        let path = self.users_path(domain);
         match read_private(&path)? {
             Some(bytes) => UserDb::parse(&bytes, &path),
             None => Ok(UserDb::new()),
@@ -155,39 +158,35 @@ impl SecretStore {
     /// typo cannot silently replace someone's password.
     pub fn add_user(
         &self,
-        domain: &str,
-        local: &str,
+        domain: &DomainName,
+        local: &LocalPart,
         password: &Password,
     ) -> Result<(), SecretsError> {
-        let domain = normalize_domain(domain)?;
-        let local = normalize_local_part(local)?;
         let _lock = self.lock()?;
-        let path = self.users_path(&domain)?;
-        let mut db = self.user_db(&domain)?;
-        if db.get(&local).is_some() {
+        let path = self.users_path(domain);
+        let mut db = self.user_db(domain)?;
+        if db.get(local.as_str()).is_some() {
             return Err(SecretsError::UserExists {
-                local,
-                domain,
+                local: local.to_string(),
+                domain: domain.to_string(),
                 path,
             });
         }
         // Hash before touching the file: the slow part happens while nothing is half-done.
         let hash = ScryptHash::new_random(password)?;
-        db.insert(local, Credential::Scrypt(hash));
+        db.insert(local.to_string(), Credential::Scrypt(hash));
         self.write_private(&path, db.render().as_bytes())
     }
 
     /// Removes `local@domain`.
-    pub fn remove_user(&self, domain: &str, local: &str) -> Result<(), SecretsError> {
-        let domain = normalize_domain(domain)?;
-        let local = normalize_local_part(local)?;
+    pub fn remove_user(&self, domain: &DomainName, local: &LocalPart) -> Result<(), SecretsError> {
         let _lock = self.lock()?;
-        let path = self.users_path(&domain)?;
-        let mut db = self.user_db(&domain)?;
-        if db.remove(&local).is_none() {
+        let path = self.users_path(domain);
+        let mut db = self.user_db(domain)?;
+        if db.remove(local.as_str()).is_none() {
             return Err(SecretsError::UnknownUser {
-                local,
-                domain,
+                local: local.to_string(),
+                domain: domain.to_string(),
                 path,
             });
         }
@@ -195,7 +194,7 @@ impl SecretStore {
     }
 
     /// Local parts of `domain`'s users, sorted.
-    pub fn list_users(&self, domain: &str) -> Result<Vec<String>, SecretsError> {
+    pub fn list_users(&self, domain: &DomainName) -> Result<Vec<String>, SecretsError> {
         Ok(self
             .user_db(domain)?
             .users()
@@ -205,42 +204,37 @@ impl SecretStore {
 
     /// Errors with [`SecretsError::UnknownUser`] for the first of `locals` (e.g. the site
     /// file's `users:`) that has no entry, so a build never ships a user who cannot log in.
-    pub fn require_users<S: AsRef<str>>(
+    pub fn require_users(
         &self,
-        domain: &str,
-        locals: &[S],
+        domain: &DomainName,
+        locals: &[LocalPart],
     ) -> Result<(), SecretsError> {
-        let domain = normalize_domain(domain)?;
-        let db = self.user_db(&domain)?;
-        for local in locals {
-            let local = normalize_local_part(local.as_ref())?;
-            if db.get(&local).is_none() {
-                return Err(SecretsError::UnknownUser {
-                    path: self.users_path(&domain)?,
-                    local,
-                    domain,
-                });
-            }
+        let db = self.user_db(domain)?;
+        match locals.iter().find(|local| db.get(local.as_str()).is_none()) {
+            Some(local) => Err(SecretsError::UnknownUser {
+                path: self.users_path(domain),
+                local: local.to_string(),
+                domain: domain.to_string(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks a password the way chasquid would, offline.
     pub fn authenticate(
         &self,
-        domain: &str,
-        local: &str,
+        domain: &DomainName,
+        local: &LocalPart,
         password: &str,
     ) -> Result<bool, SecretsError> {
-        let local = normalize_local_part(local)?;
-        Ok(self.user_db(domain)?.authenticate(&local, password))
+        Ok(self.user_db(domain)?.authenticate(local.as_str(), password))
     }
 
     /// The users database file of `domain` exactly as stored, to be copied verbatim into the
     /// seed as `domains/<domain>/users`; `None` if the domain has no users file. The content
     /// is parsed first so a damaged file is reported here rather than by chasquid on the host.
-    pub fn user_db_bytes(&self, domain: &str) -> Result<Option<Vec<u8>>, SecretsError> {
-        let path = self.users_path(domain)?;
+    pub fn user_db_bytes(&self, domain: &DomainName) -> Result<Option<Vec<u8>>, SecretsError> {
+        let path = self.users_path(domain);
         match read_private(&path)? {
             Some(bytes) => {
                 UserDb::parse(&bytes, &path)?;
@@ -258,26 +252,23 @@ impl SecretStore {
     // ---- DKIM --------------------------------------------------------------------------
 
     /// Path of the private key for `selector` of `domain` (which need not exist).
-    pub fn dkim_path(&self, domain: &str, selector: &str) -> Result<PathBuf, SecretsError> {
-        let domain = normalize_domain(domain)?;
-        validate_selector(selector)?;
-        Ok(self
-            .root
+    pub fn dkim_path(&self, domain: &DomainName, selector: &Selector) -> PathBuf {
+        self.root
             .join(DKIM_DIR)
-            .join(domain)
-            .join(format!("{selector}.pem")))
+            .join(domain.as_str())
+            .join(format!("{selector}.pem"))
     }
 
     /// Generates and stores a new key. An existing key is kept unless `force`: replacing a
     /// published key breaks verification of mail in flight until DNS catches up.
     pub fn dkim_keygen(
         &self,
-        domain: &str,
-        selector: &str,
+        domain: &DomainName,
+        selector: &Selector,
         algorithm: DkimAlgorithm,
         force: bool,
     ) -> Result<DkimKey, SecretsError> {
-        let path = self.dkim_path(domain, selector)?;
+        let path = self.dkim_path(domain, selector);
         let _lock = self.lock()?;
         if !force && fs::symlink_metadata(&path).is_ok() {
             return Err(SecretsError::KeyExists { path });
@@ -296,11 +287,15 @@ impl SecretStore {
     }
 
     /// Loads and checks the key for `selector` of `domain`.
-    pub fn dkim_key(&self, domain: &str, selector: &str) -> Result<DkimKey, SecretsError> {
-        let path = self.dkim_path(domain, selector)?;
+    pub fn dkim_key(
+        &self,
+        domain: &DomainName,
+        selector: &Selector,
+    ) -> Result<DkimKey, SecretsError> {
+        let path = self.dkim_path(domain, selector);
         let Some(bytes) = read_private(&path)? else {
             return Err(SecretsError::MissingKey {
-                domain: normalize_domain(domain)?,
+                domain: domain.to_string(),
                 selector: selector.to_string(),
                 path,
             });
@@ -313,8 +308,8 @@ impl SecretStore {
     }
 
     /// Selectors that have a key for `domain`, sorted.
-    pub fn list_dkim_selectors(&self, domain: &str) -> Result<Vec<String>, SecretsError> {
-        let dir = self.root.join(DKIM_DIR).join(normalize_domain(domain)?);
+    pub fn list_dkim_selectors(&self, domain: &DomainName) -> Result<Vec<String>, SecretsError> {
+        let dir = self.root.join(DKIM_DIR).join(domain.as_str());
         let names = list_names(&dir, |n| n.ends_with(".pem"))?;
         Ok(names
             .into_iter()

@@ -205,66 +205,75 @@ impl Parser<'_> {
             return Ok(());
         }
         match c {
-            b'0'..=b'7' => {
-                // Up to three octal digits, the first already consumed.
-                let mut v = u32::from(c - b'0');
-                for _ in 0..2 {
-                    match self.src.get(self.pos) {
-                        Some(&d @ b'0'..=b'7') => {
-                            v = v * 8 + u32::from(d - b'0');
-                            self.pos += 1;
-                        }
-                        _ => break,
-                    }
+            b'0'..=b'7' => self.octal_escape(c, out),
+            b'x' | b'X' => self.hex_escape(out),
+            b'u' | b'U' => self.unicode_escape(c, out),
+            other => self.err(format!("unknown escape \\{}", other as char)),
+        }
+    }
+
+    /// `\NNN`: up to three octal digits, the first (`first`) already consumed.
+    fn octal_escape(&mut self, first: u8, out: &mut Vec<u8>) -> Result<(), SyntaxError> {
+        let mut v = u32::from(first - b'0');
+        for _ in 0..2 {
+            match self.src.get(self.pos) {
+                Some(&d @ b'0'..=b'7') => {
+                    v = v * 8 + u32::from(d - b'0');
+                    self.pos += 1;
                 }
-                match u8::try_from(v) {
-                    Ok(b) => out.push(b),
-                    Err(_) => return self.err("octal escape above \\377"),
-                }
-            }
-            b'x' | b'X' => {
-                // One or two hex digits.
-                let mut v: u8 = 0;
-                let mut n = 0;
-                while n < 2 {
-                    match self
-                        .src
-                        .get(self.pos)
-                        .and_then(|d| (*d as char).to_digit(16))
-                    {
-                        Some(d) => {
-                            // d < 16 and at most two digits, so this fits in a u8.
-                            v = v * 16 + d as u8;
-                            self.pos += 1;
-                            n += 1;
-                        }
-                        None => break,
-                    }
-                }
-                if n == 0 {
-                    return self.err("\\x escape without hex digits");
-                }
-                out.push(v);
-            }
-            b'u' | b'U' => {
-                let digits = if c == b'u' { 4 } else { 8 };
-                let hex = self
-                    .src
-                    .get(self.pos..self.pos + digits)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u32::from_str_radix(h, 16).ok())
-                    .and_then(char::from_u32);
-                let Some(ch) = hex else {
-                    return self.err(format!("invalid \\{} escape", c as char));
-                };
-                self.pos += digits;
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-            }
-            other => {
-                return self.err(format!("unknown escape \\{}", other as char));
+                _ => break,
             }
         }
+        match u8::try_from(v) {
+            Ok(b) => {
+                out.push(b);
+                Ok(())
+            }
+            Err(_) => self.err("octal escape above \\377"),
+        }
+    }
+
+    /// `\xN` or `\xNN`: one or two hex digits.
+    fn hex_escape(&mut self, out: &mut Vec<u8>) -> Result<(), SyntaxError> {
+        let mut v: u8 = 0;
+        let mut n = 0;
+        while n < 2 {
+            match self
+                .src
+                .get(self.pos)
+                .and_then(|d| (*d as char).to_digit(16))
+            {
+                Some(d) => {
+                    // d < 16 and at most two digits, so this fits in a u8.
+                    v = v * 16 + d as u8;
+                    self.pos += 1;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        if n == 0 {
+            return self.err("\\x escape without hex digits");
+        }
+        out.push(v);
+        Ok(())
+    }
+
+    /// `\uNNNN` or `\UNNNNNNNN` (`kind` is `u` or `U`): a Unicode scalar value, as UTF-8.
+    fn unicode_escape(&mut self, kind: u8, out: &mut Vec<u8>) -> Result<(), SyntaxError> {
+        let digits = if kind == b'u' { 4 } else { 8 };
+        let hex = self
+            .src
+            .get(self.pos..self.pos + digits)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .and_then(char::from_u32);
+        let Some(ch) = hex else {
+            return self.err(format!("invalid \\{} escape", kind as char));
+        };
+        self.pos += digits;
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! `meta-data`: the instance id and the local hostname.
+//! `meta-data`'s instance id.
 //!
 //! cloud-init runs its once-per-instance modules (write_files, users, ssh keys) when the
 //! instance id changes. Deriving it from the seed's content makes that exactly "when the
@@ -6,8 +6,6 @@
 //! address re-applies.
 
 use sha2::{Digest, Sha256};
-
-use crate::site::Host;
 
 /// `mailbake-` and the first 128 bits (hex) of a digest over user-data and network-config.
 /// Each part is length-prefixed so moving bytes from one file to the other changes the id.
@@ -20,12 +18,4 @@ pub fn instance_id(user_data: &[u8], network_config: &[u8]) -> String {
     }
     let digest = h.finalize();
     format!("mailbake-{}", hex::encode(&digest[..16]))
-}
-
-pub fn render(instance_id: &str, host: &Host) -> String {
-    format!(
-        "instance-id: {}\nlocal-hostname: {}\n",
-        super::user_data::q(instance_id),
-        super::user_data::q(&host.fqdn.to_string())
-    )
 }

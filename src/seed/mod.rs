@@ -2,41 +2,62 @@
 //! host's identity (fqdn = PTR name = chasquid's greeting), its network addresses, and the
 //! site's secrets (users databases, DKIM keys, TLS key, ACME credentials).
 //!
+//! The shapes of the three cloud-init files are templates in `cloud-init/` at the top of the
+//! source tree, rendered by the same strict engine as `layers/` ([`crate::template`]) with a
+//! [`HostContext`]: `layers/` is what every host shares, `cloud-init/` what each host gets.
+//! They are built into the binary: they and the code that fills them (and the image's
+//! apply-seed, through [`crate::template::SeedFormat`]) form one format and change together.
+//!
 //! For every host this makes:
-//! - `user-data` ([`user_data`]): `#cloud-config` that also works alone as provider-API
-//!   user-data; it stages the secret files under `/run/mailbake/seed/` and the image's
-//!   `mailbake-apply-seed.service` installs them atomically and restarts chasquid once;
-//! - `network-config` ([`network`]): netplan v2 with the static IPv6 /64 and IPv4 DHCP or static;
-//! - `meta-data` ([`meta`]): `instance-id` = digest of the two files above, so a changed seed
-//!   re-applies at the next boot and an unchanged one is a no-op;
+//! - `user-data` (`cloud-init/user-data.j2`): `#cloud-config` that also works alone as
+//!   provider-API user-data; it stages the secret files ([`files`]) under the stage directory
+//!   with a manifest (`cloud-init/manifest.j2`), and the image's `mailbake-apply-seed.service`
+//!   installs them atomically and restarts chasquid once;
+//! - `network-config` (`cloud-init/network-config.j2`, [`network`]): netplan v2 with the
+//!   static IPv6 /64 and IPv4 DHCP or static;
+//! - `meta-data` (`cloud-init/meta-data.j2`, [`meta`]): `instance-id` = digest of the two
+//!   files above, so a changed seed re-applies at the next boot and an unchanged one is a
+//!   no-op;
 //! - `seed.img` ([`image`]): a NoCloud vfat volume labelled `cidata` holding the three files,
 //!   byte-for-byte reproducible.
 //!
 //! Everything here is a pure function of the site and the secrets store: no clock, no
 //! randomness, sorted output. The files are secret: [`output_files`] marks them 0600.
 
+pub mod files;
 pub mod image;
+mod material;
 pub mod meta;
 pub mod network;
-pub mod user_data;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use minijinja::{Environment, Value};
 
 use crate::output::OutputFile;
-use crate::secrets::{ACME_ENV, SecretStore, SecretsError, normalize_local_part};
-use crate::site::{Host, HostName, Site};
+use crate::secrets::{SecretStore, SecretsError};
+use crate::site::{Host, HostName, LoadedSite};
+use crate::template::context::{FileContent, HostContext, HostFacts};
+use crate::template::{self, SiteContext};
 
-pub use user_data::{StagedFile, TLS_FULLCHAIN, TLS_PRIVKEY};
+pub use files::StagedFile;
+pub use material::{Material, TlsPair};
+
+/// The cloud-init templates (`cloud-init/`), by the name of the file each one makes.
+const TEMPLATES: [(&str, &str); 4] = [
+    ("manifest", include_str!("../../cloud-init/manifest.j2")),
+    ("user-data", include_str!("../../cloud-init/user-data.j2")),
+    (
+        "network-config",
+        include_str!("../../cloud-init/network-config.j2"),
+    ),
+    ("meta-data", include_str!("../../cloud-init/meta-data.j2")),
+];
 
 /// Why a seed could not be made. Every message names the file or the site entry involved and
 /// the command or edit that fixes it.
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
-    #[error(
-        "{site} needs secrets (users, DKIM keys or TLS material) but the secrets store {path} does not exist\n  fix: create it with `mailbake init`, add the users with `mailbake user add {site} USER@DOMAIN` and the keys with `mailbake dkim keygen {site} DOMAIN`, or pass --secrets DIR"
-    )]
-    NoStore { site: PathBuf, path: PathBuf },
-
     #[error("secrets store {path}: {source}")]
     Store {
         path: PathBuf,
@@ -123,6 +144,14 @@ pub enum SeedError {
         #[source]
         source: std::io::Error,
     },
+
+    #[error("host {host}: rendering cloud-init/{template}.j2: {source:#}")]
+    Template {
+        host: String,
+        template: &'static str,
+        #[source]
+        source: minijinja::Error,
+    },
 }
 
 /// One host's seed.
@@ -138,32 +167,36 @@ pub struct HostSeed {
     pub image: Vec<u8>,
 }
 
-/// Builds the seed of every host of `site`. `site_path` appears in messages (the fix commands
-/// take it); `secrets` is the store directory. All secrets are read and checked before any
-/// seed is made, so a missing one fails the whole build, never half of it.
-pub fn build(site: &Site, site_path: &Path, secrets: &Path) -> Result<Vec<HostSeed>, SeedError> {
-    let material = collect(site, site_path, secrets)?;
-    site.hosts
+/// Builds the seed of every host of the site, with the site's template `context` and the
+/// secrets from `store` (opened by [`crate::secrets::open_for_site`]; `None` for a site that
+/// keeps no secret). All secrets are read and checked before any seed is made, so a missing
+/// one fails the whole build, never half of it.
+pub fn build(
+    loaded: &LoadedSite,
+    context: &SiteContext,
+    store: Option<&SecretStore>,
+) -> Result<Vec<HostSeed>, SeedError> {
+    let material = Material::collect(loaded, store)?;
+    loaded
+        .site
+        .hosts
         .iter()
-        .map(|(name, host)| build_host(site, name, host, &material))
+        .map(|(name, host)| build_host(context, name, host, &material))
         .collect()
 }
 
-/// The seed of one host, from secrets already collected by [`collect`].
+/// The seed of one host, from secrets already collected by [`Material::collect`].
 pub fn build_host(
-    site: &Site,
+    context: &SiteContext,
     name: &HostName,
     host: &Host,
     material: &Material,
 ) -> Result<HostSeed, SeedError> {
-    let user_data = user_data::render(site, name, host, material).into_bytes();
-    let network_config = network::render(name, host).into_bytes();
-    let instance_id = meta::instance_id(&user_data, &network_config);
-    let meta_data = meta::render(&instance_id, host).into_bytes();
+    let files = render(&host_context(context, name, host, material))?;
     let image = image::build(&[
-        ("meta-data", &meta_data),
-        ("network-config", &network_config),
-        ("user-data", &user_data),
+        ("meta-data", &files.meta_data),
+        ("network-config", &files.network_config),
+        ("user-data", &files.user_data),
     ])
     .map_err(|source| SeedError::Image {
         host: name.to_string(),
@@ -172,12 +205,89 @@ pub fn build_host(
     Ok(HostSeed {
         host: name.to_string(),
         fqdn: host.fqdn.to_string(),
-        user_data,
-        meta_data,
-        network_config,
-        instance_id,
+        user_data: files.user_data,
+        meta_data: files.meta_data,
+        network_config: files.network_config,
+        instance_id: files.instance_id,
         image,
     })
+}
+
+/// What the cloud-init templates of `host` see.
+pub fn host_context<'a>(
+    context: &'a SiteContext,
+    name: &HostName,
+    host: &Host,
+    material: &Material,
+) -> HostContext<'a> {
+    let (dirs, files) = files::host_files(host, material);
+    HostContext {
+        site: context,
+        host: HostFacts {
+            name: name.to_string(),
+            fqdn: host.fqdn.to_string(),
+        },
+        network: network::context(host),
+        dirs,
+        files: files.iter().map(StagedFile::context).collect(),
+    }
+}
+
+/// The three cloud-init files of one host, and the instance id meta-data carries.
+#[derive(Clone, Debug)]
+pub struct CloudInitFiles {
+    pub user_data: Vec<u8>,
+    pub network_config: Vec<u8>,
+    pub meta_data: Vec<u8>,
+    pub instance_id: String,
+}
+
+/// Renders the cloud-init templates for `context`.
+pub fn render(context: &HostContext) -> Result<CloudInitFiles, SeedError> {
+    let env = environment();
+    let render = |template: &'static str, ctx: Value| {
+        env.get_template(template)
+            .and_then(|t| t.render(ctx))
+            .map_err(|source| SeedError::Template {
+                host: context.host.name.clone(),
+                template,
+                source,
+            })
+    };
+    let manifest = render("manifest", Value::from_serialize(context))?;
+    let user_data = render(
+        "user-data",
+        minijinja::context! {
+            manifest => FileContent::of(manifest.as_bytes()),
+            ..Value::from_serialize(context)
+        },
+    )?
+    .into_bytes();
+    let network_config = render("network-config", Value::from_serialize(context))?.into_bytes();
+    let instance_id = meta::instance_id(&user_data, &network_config);
+    let meta_data = render(
+        "meta-data",
+        minijinja::context! { instance_id => &instance_id, ..Value::from_serialize(context) },
+    )?
+    .into_bytes();
+    Ok(CloudInitFiles {
+        user_data,
+        network_config,
+        meta_data,
+        instance_id,
+    })
+}
+
+/// The shared strict environment with the cloud-init templates added. They are part of the
+/// binary, and a unit test renders each one, so adding them cannot fail at run time.
+fn environment() -> Environment<'static> {
+    let mut env = template::environment();
+    for (name, source) in TEMPLATES {
+        if let Err(e) = env.add_template(name, source) {
+            unreachable!("cloud-init/{name}.j2 does not parse: {e:#}");
+        }
+    }
+    env
 }
 
 /// The build's output files for `seeds`: `hosts/<host>/seed/{user-data,meta-data,network-config}`
@@ -200,184 +310,102 @@ pub fn output_files(seeds: &[HostSeed]) -> Vec<OutputFile> {
         .collect()
 }
 
-/// The site-wide secret material every host's seed carries, read and checked once.
-#[derive(Clone, Debug, Default)]
-pub struct Material {
-    /// Users databases, DKIM keys and acme.env at their destination paths, sorted by path.
-    pub files: Vec<StagedFile>,
-    /// Certificate chain and private key when the site provides them (`tls.files`).
-    pub tls: Option<(Vec<u8>, Vec<u8>)>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
 
-/// True when the site cannot be served without a secrets store.
-fn needs_secrets(site: &Site) -> bool {
-    site.tls.acme.is_some()
-        || site.tls.files
-        || site
-            .domains
-            .values()
-            .any(|d| !d.users.is_empty() || !d.dkim.selectors.is_empty())
-}
-
-/// Reads and checks every secret the site's seeds need.
-pub fn collect(site: &Site, site_path: &Path, secrets: &Path) -> Result<Material, SeedError> {
-    if !secrets.exists() && !needs_secrets(site) {
-        // A site without users, DKIM, ACME or TLS files has nothing secret; do not insist on
-        // an empty store.
-        return Ok(Material::default());
+    fn loaded(yaml: &str) -> LoadedSite {
+        let path = std::path::PathBuf::from("site.yaml");
+        match crate::site::parse(&path, yaml) {
+            Ok(site) => LoadedSite {
+                site,
+                path,
+                dir: ".".into(),
+            },
+            Err(e) => panic!("{}", e.render(false)),
+        }
     }
-    if !secrets.exists() {
-        return Err(SeedError::NoStore {
-            site: site_path.to_path_buf(),
-            path: secrets.to_path_buf(),
-        });
-    }
-    let store_err = |source| SeedError::Store {
-        path: secrets.to_path_buf(),
-        source,
-    };
-    let store = SecretStore::open(secrets).map_err(store_err)?;
-    let mut files = Vec::new();
 
-    for (domain, spec) in site.domains.iter() {
-        let domain = domain.as_str();
-        let users_path = store.users_path(domain).map_err(store_err)?;
-        let db = store.user_db(domain).map_err(store_err)?;
-        let listed: Vec<String> = spec
-            .users
-            .iter()
-            .map(|u| normalize_local_part(u.as_str()))
-            .collect::<Result<_, _>>()
-            .map_err(store_err)?;
-        for local in &listed {
-            if db.get(local).is_none() {
-                return Err(SeedError::MissingUser {
-                    local: local.clone(),
-                    domain: domain.to_string(),
-                    site: site_path.to_path_buf(),
-                    path: users_path,
-                });
+    const SITE: &str = "site: s\ndomains:\n  example.com: {}\nhosts:\n  mx1: { fqdn: mx1.example.com, ipv4: 192.0.2.1 }\n";
+
+    /// Every value a cloud-init template writes goes through an escaping filter (`yaml`, or
+    /// `word` in the manifest); the exceptions are text already checked to be a literal
+    /// block, a constant number and macro calls.
+    #[test]
+    fn every_value_in_the_cloud_init_templates_is_escaped() {
+        const CHECKED: [&str; 4] = [
+            "content.text | indent(6, true)",
+            "seed.manifest_version",
+            "staged(seed.stage_dir ~ \"/manifest\", manifest)",
+            "staged(seed.stage_dir ~ \"/files\" ~ file.path, file.content)",
+        ];
+        for (name, source) in TEMPLATES {
+            let mut rest = source;
+            while let Some(start) = rest.find("{{") {
+                let end = rest[start..].find("}}").expect("closed") + start;
+                let expr = rest[start + 2..end].trim_matches(|c| c == '-' || c == ' ');
+                assert!(
+                    expr.ends_with("| yaml") || expr.ends_with("| word") || CHECKED.contains(&expr),
+                    "cloud-init/{name}.j2 writes `{expr}` unescaped"
+                );
+                rest = &rest[end + 2..];
             }
         }
-        // The site file is the source of truth for who may log in; a hash left in the store
-        // for someone no longer listed must not quietly keep working on every host.
-        if let Some((local, _)) = db.users().find(|(l, _)| !listed.iter().any(|x| x == l)) {
-            return Err(SeedError::UnlistedUser {
-                local: local.to_string(),
-                domain: domain.to_string(),
-                site: site_path.to_path_buf(),
-                path: users_path,
-            });
-        }
-        if let Some(bytes) = store.user_db_bytes(domain).map_err(store_err)? {
-            files.push(StagedFile::chasquid_secret(
-                format!("/etc/chasquid/domains/{domain}/users"),
-                bytes,
-            ));
-        }
+    }
 
-        for (selector, algorithm) in spec.dkim.selectors.iter() {
-            let selector = selector.as_str();
-            let path = store.dkim_path(domain, selector).map_err(store_err)?;
-            let key = match store.dkim_key(domain, selector) {
-                Ok(key) => key,
-                Err(SecretsError::MissingKey { .. }) => {
-                    return Err(SeedError::MissingDkimKey {
-                        domain: domain.to_string(),
-                        selector: selector.to_string(),
-                        site: site_path.to_path_buf(),
-                        path,
-                    });
-                }
-                Err(e) => return Err(store_err(e)),
-            };
-            let actual = match key.kind() {
-                crate::secrets::KeyKind::Ed25519 => "ed25519".to_string(),
-                crate::secrets::KeyKind::Rsa { bits } => format!("rsa-{bits}"),
-            };
-            if actual != algorithm.as_str() {
-                return Err(SeedError::DkimMismatch {
-                    domain: domain.to_string(),
-                    selector: selector.to_string(),
-                    declared: algorithm.as_str(),
-                    actual,
-                    path,
-                });
-            }
-            files.push(StagedFile::chasquid_secret(
-                format!("/etc/chasquid/domains/{domain}/dkim:{selector}.pem"),
-                key.pem().as_bytes().to_vec(),
-            ));
+    #[test]
+    fn every_template_parses() {
+        for (name, source) in TEMPLATES {
+            let mut env = template::environment();
+            assert!(env.add_template(name, source).is_ok(), "{name}");
         }
     }
 
-    if let Some(acme) = &site.tls.acme {
-        let path = secrets.join(ACME_ENV);
-        let bytes = store
-            .read_secret(ACME_ENV)
-            .map_err(store_err)?
-            .ok_or_else(|| SeedError::MissingAcmeEnv {
-                site: site_path.to_path_buf(),
-                provider: acme.provider.to_string(),
-                path: path.clone(),
-            })?;
-        check_env_file(&bytes, &path)?;
-        files.push(StagedFile::root_only(
-            "/etc/mailbake/acme.env".into(),
-            bytes.to_vec(),
-        ));
-    }
-
-    let tls = if site.tls.files {
-        let read = |name: &str, what: &'static str, marker: &'static str| {
-            let path = secrets.join(name);
-            let bytes = store.read_secret(name).map_err(store_err)?.ok_or_else(|| {
-                SeedError::MissingTlsFile {
-                    site: site_path.to_path_buf(),
-                    path: path.clone(),
-                    what,
-                }
-            })?;
-            if !String::from_utf8_lossy(&bytes).contains(marker) {
-                return Err(SeedError::BadTlsFile { path, what, marker });
-            }
-            Ok(bytes.to_vec())
+    #[test]
+    fn staged_file_contents_parse_back_to_the_same_bytes() {
+        let samples: [&[u8]; 5] = [
+            b"users: {\n  key: \"i\"\n  value: {\n    scrypt: {\n      salt: \"\\xf0\\x01\"\n    }\n  }\n}\n",
+            b"A=1\n\n# c\nB=two words\n",
+            b"",
+            b"\x00\x01binary",
+            b"x: \"#not a comment\"\n\ttab\n",
+        ];
+        let loaded = loaded(SITE);
+        let context = SiteContext::for_site(&loaded).unwrap();
+        let (name, host) = loaded.site.hosts.iter().next().unwrap();
+        let material = Material {
+            files: samples
+                .iter()
+                .enumerate()
+                .map(|(i, data)| StagedFile::root_only(format!("/x/{i}"), data.to_vec()))
+                .collect(),
+            tls: None,
         };
-        Some((
-            read(
-                TLS_FULLCHAIN,
-                "certificate chain",
-                "-----BEGIN CERTIFICATE-----",
-            )?,
-            read(TLS_PRIVKEY, "private key", "PRIVATE KEY-----")?,
-        ))
-    } else {
-        None
-    };
-
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Material { files, tls })
-}
-
-/// acme.env becomes a systemd EnvironmentFile: refuse what systemd would misread.
-fn check_env_file(bytes: &[u8], path: &Path) -> Result<(), SeedError> {
-    let text = String::from_utf8_lossy(bytes);
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        let name = line.split('=').next().unwrap_or("");
-        let name_ok = line.contains('=')
-            && !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !name.starts_with(|c: char| c.is_ascii_digit());
-        if !name_ok {
-            return Err(SeedError::BadAcmeEnv {
-                path: path.to_path_buf(),
-                line: n + 1,
-            });
+        let files = render(&host_context(&context, name, host, &material)).unwrap();
+        let doc: serde_json::Value = serde_norway::from_slice(&files.user_data).unwrap();
+        for (i, data) in samples.iter().enumerate() {
+            let staged = format!("{}/files/x/{i}", template::SEED_STAGE_DIR);
+            let entry = doc["write_files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["path"] == staged.as_str())
+                .unwrap_or_else(|| panic!("{staged} not staged"));
+            let content = entry["content"].as_str().unwrap();
+            let bytes = if entry["encoding"] == "b64" {
+                base64::engine::general_purpose::STANDARD
+                    .decode(content)
+                    .unwrap()
+            } else {
+                content.as_bytes().to_vec()
+            };
+            assert_eq!(
+                &bytes,
+                data,
+                "{}",
+                String::from_utf8_lossy(&files.user_data)
+            );
         }
     }
-    Ok(())
 }

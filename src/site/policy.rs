@@ -90,8 +90,70 @@ fn parse_pipe(text: &str) -> Result<AliasTarget, String> {
     Ok(AliasTarget::Pipe(command.to_string()))
 }
 
-/// DKIM key algorithms: the secrets store generates keys of these kinds.
-pub use crate::secrets::DkimAlgorithm;
+/// DKIM key algorithms a selector can use; the secrets store generates keys of these kinds.
+/// RSA is what every receiver verifies; Ed25519 (RFC 8463) is small but not verified
+/// everywhere, so it is meant to be published *in addition* to RSA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Deserialize)]
+pub enum DkimAlgorithm {
+    #[default]
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+    #[serde(rename = "ed25519")]
+    Ed25519,
+}
+
+impl DkimAlgorithm {
+    pub const ALL: [DkimAlgorithm; 4] = [
+        DkimAlgorithm::Rsa2048,
+        DkimAlgorithm::Rsa3072,
+        DkimAlgorithm::Rsa4096,
+        DkimAlgorithm::Ed25519,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimAlgorithm::Rsa2048 => "rsa-2048",
+            DkimAlgorithm::Rsa3072 => "rsa-3072",
+            DkimAlgorithm::Rsa4096 => "rsa-4096",
+            DkimAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+
+    /// The modulus size of an RSA algorithm; `None` for Ed25519.
+    pub fn rsa_bits(self) -> Option<usize> {
+        match self {
+            DkimAlgorithm::Rsa2048 => Some(2048),
+            DkimAlgorithm::Rsa3072 => Some(3072),
+            DkimAlgorithm::Rsa4096 => Some(4096),
+            DkimAlgorithm::Ed25519 => None,
+        }
+    }
+}
+
+impl fmt::Display for DkimAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DkimAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        DkimAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown DKIM algorithm {s:?}; valid: rsa-2048, rsa-3072, rsa-4096, ed25519"
+                )
+            })
+    }
+}
 
 /// The SPF `all` qualifier. `+all` is not offered: it authorizes the whole internet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -265,6 +327,15 @@ impl ReportUris {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn algorithm_names() {
+        for a in DkimAlgorithm::ALL {
+            assert_eq!(a.as_str().parse::<DkimAlgorithm>().ok(), Some(a));
+        }
+        let err = "rsa-1024".parse::<DkimAlgorithm>().err();
+        assert!(err.is_some_and(|e| e.contains("rsa-2048")));
+    }
 
     #[test]
     fn alias_targets_accept_chasquid_syntax_and_lists() {

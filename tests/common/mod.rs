@@ -77,13 +77,17 @@ pub fn example_secrets(dir: &Path) -> PathBuf {
     let store = SecretStore::create(&path).expect("create the store");
     let password = Password::new(EXAMPLE_PASSWORD.to_string()).expect("a long password");
     store
-        .add_user("example.com", "i", &password)
+        .add_user(
+            &"example.com".try_into().unwrap(),
+            &"i".try_into().unwrap(),
+            &password,
+        )
         .expect("add i@example.com");
     let site = mailbake::site::load(&example_site()).expect("the example loads");
     for (domain, d) in site.site.domains.iter() {
         for (selector, algorithm) in d.dkim.selectors.iter() {
             store
-                .dkim_keygen(domain.as_str(), selector.as_str(), *algorithm, false)
+                .dkim_keygen(domain, selector, *algorithm, false)
                 .expect("generate a DKIM key");
         }
     }

@@ -12,6 +12,8 @@ use crate::common::{self, Chasquid, ChasquidOptions};
 use mailbake::overlay::tree::{Content, Tree};
 use mailbake::overlay::{self, PackagePayload};
 use mailbake::secrets::{Password, SecretStore};
+use mailbake::site::{DomainName, LoadedSite, LocalPart};
+use mailbake::template::SiteContext;
 
 /// Stand-ins for the pinned packages the layers name; their files do not matter here.
 fn no_payloads() -> Vec<PackagePayload> {
@@ -25,11 +27,20 @@ fn no_payloads() -> Vec<PackagePayload> {
         .collect()
 }
 
-/// The overlay tree for `site_text` (a site file's contents), as the build renders it.
+/// The overlay tree for `site_text` (a site file's contents, as if at `dir/site.yaml`),
+/// rendered from the site's template context as the build renders it.
 pub fn render(site_text: &str, dir: &Path) -> Tree {
-    let site = mailbake::site::parse(&dir.join("site.yaml"), site_text)
+    let path = dir.join("site.yaml");
+    let site = mailbake::site::parse(&path, site_text)
         .unwrap_or_else(|e| panic!("the test site should load:\n{e:?}\n{site_text}"));
-    overlay::build(&site, dir, &common::repo().join("layers"), &no_payloads())
+    let loaded = LoadedSite {
+        site,
+        path,
+        dir: dir.to_path_buf(),
+    };
+    let context = SiteContext::for_site(&loaded).unwrap_or_else(|e| panic!("context: {e}"));
+    overlay::render(&context, &common::repo().join("layers"))
+        .and_then(|rendered| rendered.assemble(&no_payloads()))
         .unwrap_or_else(|e| panic!("the overlay renders: {e}"))
 }
 
@@ -72,13 +83,16 @@ pub fn chasquid_root(site_text: &str, dir: &Path, users: &[(&str, &str)]) -> std
     for (address, password) in users {
         let (local, domain) = address.split_once('@').expect("user@domain");
         let password = Password::new(password.to_string()).expect("a long password");
+        let domain = DomainName::try_from(domain).expect("a domain");
+        let local = LocalPart::try_from(local).expect("a local part");
         store
-            .add_user(domain, local, &password)
+            .add_user(&domain, &local, &password)
             .expect("add the user");
     }
     for domain in store.user_domains().expect("list domains") {
+        let name = DomainName::try_from(domain.as_str()).expect("a domain");
         let bytes = store
-            .user_db_bytes(&domain)
+            .user_db_bytes(&name)
             .expect("users database")
             .expect("users database exists");
         fs::write(config.join("domains").join(&domain).join("users"), bytes)

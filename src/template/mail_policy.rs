@@ -3,8 +3,9 @@
 //! For every local address: where chasquid will deliver it in the end (after aliases and the
 //! catch-all, the way chasquid resolves them), so that the hook can count the copies of one
 //! message per final destination and know which addresses deliver to which user (sender
-//! ownership). Plus each user's `send_as` widening and the copies limit. The chasquid layer
-//! renders it (`hooks/mailbake/policy.j2`) as whitespace-separated records that
+//! ownership). Plus each user's `send_as` widening and the copies limit. It is part of the
+//! [`super::SiteContext`]; the chasquid layer renders it (`hooks/mailbake/policy.j2`, every
+//! field through the `word` filter) as whitespace-separated records that
 //! `hooks/mailbake/post-data.awk` reads as data: nothing in it is ever evaluated.
 //!
 //! Addresses are written the way chasquid hands them to the hook: local parts lowercased,

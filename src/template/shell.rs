@@ -1,11 +1,8 @@
-//! Escaping for the files layers generate that a shell reads.
-//!
-//! A site value that reaches a root shell script unquoted is code: `$(id)` runs, a backtick
+//! Values in files a shell reads, such as `acme.conf`, which the image's `acme-renew` (root)
+//! sources. A site value that reaches a shell unquoted is code: `$(id)` runs, a backtick
 //! runs, `o'brien@example.com` is a syntax error and `?a=1&b=2` starts a background job. So
-//! every template that writes something a shell sources passes each value through one filter,
-//! `shell_quote`, and the site model's own checks are never what keeps a value harmless.
-
-use minijinja::value::{Value, ValueKind};
+//! every value such a template writes goes through the `shell` filter, and the site model's
+//! own checks are never what keeps a value harmless.
 
 /// Why a value cannot be written for a shell.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,23 +34,10 @@ pub fn shell_quote(value: &str) -> Result<String, ShellQuoteError> {
     Ok(out)
 }
 
-/// [`shell_quote`] as the minijinja filter `shell_quote`: `VAR={{ value | shell_quote }}`.
-/// Strings and numbers are quoted as written; anything else (a list, a map, `none`) is an
-/// error, so a template cannot quote the debug form of a value by mistake.
-pub fn shell_quote_filter(value: &Value) -> Result<String, minijinja::Error> {
-    let text = match value.kind() {
-        ValueKind::String => value.as_str().unwrap_or_default().to_string(),
-        ValueKind::Number | ValueKind::Bool => value.to_string(),
-        kind => {
-            return Err(minijinja::Error::new(
-                minijinja::ErrorKind::InvalidOperation,
-                format!(
-                    "shell_quote takes a string or a number, not {kind}; join a list first (`| join(\" \")`)"
-                ),
-            ));
-        }
-    };
-    shell_quote(&text)
+/// The `shell` template filter: `VAR={{ value | shell }}` ([`shell_quote`]; a NUL is an
+/// error, so rendering fails and nothing is written).
+pub fn filter(value: &str) -> Result<String, minijinja::Error> {
+    shell_quote(value)
         .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string()))
 }
 
@@ -137,27 +121,18 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_quotes_strings_and_numbers_and_refuses_the_rest() {
-        let mut env = minijinja::Environment::new();
-        env.add_filter("shell_quote", shell_quote_filter);
-        let render = |template: &str, ctx: serde_json::Value| env.render_str(template, ctx);
-        assert_eq!(
-            render("X={{ v | shell_quote }}", serde_json::json!({"v": "it's"})).expect("renders"),
-            "X='it'\\''s'"
-        );
-        assert_eq!(
-            render("X={{ v | shell_quote }}", serde_json::json!({"v": 7})).expect("renders"),
-            "X='7'"
-        );
-        let err = render(
-            "X={{ v | shell_quote }}",
-            serde_json::json!({"v": ["a", "b"]}),
-        )
-        .expect_err("a list is refused");
-        assert!(err.to_string().contains("join a list first"), "{err}");
-        assert!(
-            render("X={{ v | shell_quote }}", serde_json::json!({"v": null})).is_err(),
-            "none is refused"
-        );
+    fn the_filter_is_registered_and_quotes_what_it_is_given() {
+        let env = crate::template::environment();
+        let out = env
+            .render_str(
+                "X={{ v | shell }} Y={{ l | join(' ') | shell }}",
+                minijinja::context! { v => "it's", l => ["*.a", "b"] },
+            )
+            .expect("renders");
+        assert_eq!(out, "X='it'\\''s' Y='*.a b'");
+        let err = env
+            .render_str("X={{ v | shell }}", minijinja::context! { v => "a\0b" })
+            .expect_err("a NUL is refused");
+        assert!(err.to_string().contains("NUL"), "{err}");
     }
 }

@@ -1,0 +1,223 @@
+//! The secret material of a site's seeds: read from the secrets store and checked against
+//! the site file once, before any seed is made.
+
+use std::path::Path;
+
+use super::SeedError;
+use super::files::StagedFile;
+use crate::secrets::{ACME_ENV, KeyKind, SecretStore, SecretsError, TLS_FULLCHAIN, TLS_PRIVKEY};
+use crate::site::{Domain, DomainName, LoadedSite};
+
+/// The site-wide secret material every host's seed carries, read and checked once.
+#[derive(Clone, Debug, Default)]
+pub struct Material {
+    /// Users databases, DKIM keys and acme.env at their destination paths, sorted by path.
+    pub files: Vec<StagedFile>,
+    /// Certificate chain and private key when the site provides them (`tls.files`).
+    pub tls: Option<TlsPair>,
+}
+
+/// The site's own certificate (`tls.files`), the same for every host.
+#[derive(Clone, Debug)]
+pub struct TlsPair {
+    pub fullchain: Vec<u8>,
+    pub privkey: Vec<u8>,
+}
+
+/// Reads secrets from one store for one site, turning store errors into seed errors that
+/// name the site file's fix.
+struct Reader<'a> {
+    loaded: &'a LoadedSite,
+    store: &'a SecretStore,
+}
+
+impl Material {
+    /// Reads and checks every secret the site's seeds need. `store` is `None` only for a site
+    /// that keeps no secret ([`crate::secrets::needs`] is empty), which has nothing to collect.
+    pub fn collect(
+        loaded: &LoadedSite,
+        store: Option<&SecretStore>,
+    ) -> Result<Material, SeedError> {
+        let Some(store) = store else {
+            debug_assert!(crate::secrets::needs(&loaded.site).is_empty());
+            return Ok(Material::default());
+        };
+        let reader = Reader { loaded, store };
+        let mut files = Vec::new();
+        for (name, domain) in loaded.site.domains.iter() {
+            files.extend(reader.users_file(name, domain)?);
+            files.extend(reader.dkim_files(name, domain)?);
+        }
+        files.extend(reader.acme_env()?);
+        let tls = reader.tls_pair()?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Material { files, tls })
+    }
+}
+
+impl Reader<'_> {
+    fn store_err(&self, source: SecretsError) -> SeedError {
+        SeedError::Store {
+            path: self.store.root().to_path_buf(),
+            source,
+        }
+    }
+
+    /// The users database of `name`, after checking it holds exactly the site's users.
+    fn users_file(
+        &self,
+        name: &DomainName,
+        domain: &Domain,
+    ) -> Result<Option<StagedFile>, SeedError> {
+        let site = &self.loaded.path;
+        let path = self.store.users_path(name);
+        let db = self.store.user_db(name).map_err(|e| self.store_err(e))?;
+        if let Some(local) = domain.users.iter().find(|u| db.get(u.as_str()).is_none()) {
+            return Err(SeedError::MissingUser {
+                local: local.to_string(),
+                domain: name.to_string(),
+                site: site.clone(),
+                path,
+            });
+        }
+        // The site file is the source of truth for who may log in; a hash left in the store
+        // for someone no longer listed must not quietly keep working on every host.
+        if let Some((local, _)) = db
+            .users()
+            .find(|(l, _)| !domain.users.iter().any(|u| u.as_str() == *l))
+        {
+            return Err(SeedError::UnlistedUser {
+                local: local.to_string(),
+                domain: name.to_string(),
+                site: site.clone(),
+                path,
+            });
+        }
+        let bytes = self
+            .store
+            .user_db_bytes(name)
+            .map_err(|e| self.store_err(e))?;
+        Ok(bytes.map(|bytes| {
+            StagedFile::chasquid_secret(format!("/etc/chasquid/domains/{name}/users"), bytes)
+        }))
+    }
+
+    /// The private key of every signing selector of `name`, each of the declared algorithm.
+    fn dkim_files(&self, name: &DomainName, domain: &Domain) -> Result<Vec<StagedFile>, SeedError> {
+        let mut files = Vec::new();
+        for (selector, algorithm) in domain.dkim.selectors.iter() {
+            let path = self.store.dkim_path(name, selector);
+            let key = match self.store.dkim_key(name, selector) {
+                Ok(key) => key,
+                Err(SecretsError::MissingKey { .. }) => {
+                    return Err(SeedError::MissingDkimKey {
+                        domain: name.to_string(),
+                        selector: selector.to_string(),
+                        site: self.loaded.path.clone(),
+                        path,
+                    });
+                }
+                Err(e) => return Err(self.store_err(e)),
+            };
+            let actual = match key.kind() {
+                KeyKind::Ed25519 => "ed25519".to_string(),
+                KeyKind::Rsa { bits } => format!("rsa-{bits}"),
+            };
+            if actual != algorithm.as_str() {
+                return Err(SeedError::DkimMismatch {
+                    domain: name.to_string(),
+                    selector: selector.to_string(),
+                    declared: algorithm.as_str(),
+                    actual,
+                    path,
+                });
+            }
+            files.push(StagedFile::chasquid_secret(
+                format!("/etc/chasquid/domains/{name}/dkim:{selector}.pem"),
+                key.pem().as_bytes().to_vec(),
+            ));
+        }
+        Ok(files)
+    }
+
+    /// The ACME DNS-provider credentials, when the site uses ACME.
+    fn acme_env(&self) -> Result<Option<StagedFile>, SeedError> {
+        let Some(acme) = &self.loaded.site.tls.acme else {
+            return Ok(None);
+        };
+        let path = self.store.root().join(ACME_ENV);
+        let bytes = self
+            .store
+            .read_secret(ACME_ENV)
+            .map_err(|e| self.store_err(e))?
+            .ok_or_else(|| SeedError::MissingAcmeEnv {
+                site: self.loaded.path.clone(),
+                provider: acme.provider.to_string(),
+                path: path.clone(),
+            })?;
+        check_env_file(&bytes, &path)?;
+        Ok(Some(StagedFile::root_only(
+            "/etc/mailbake/acme.env".into(),
+            bytes.to_vec(),
+        )))
+    }
+
+    /// The certificate chain and key, when the site sets `tls.files`.
+    fn tls_pair(&self) -> Result<Option<TlsPair>, SeedError> {
+        if !self.loaded.site.tls.files {
+            return Ok(None);
+        }
+        let fullchain = self.tls_file(
+            TLS_FULLCHAIN,
+            "certificate chain",
+            "-----BEGIN CERTIFICATE-----",
+        )?;
+        let privkey = self.tls_file(TLS_PRIVKEY, "private key", "PRIVATE KEY-----")?;
+        Ok(Some(TlsPair { fullchain, privkey }))
+    }
+
+    fn tls_file(
+        &self,
+        name: &str,
+        what: &'static str,
+        marker: &'static str,
+    ) -> Result<Vec<u8>, SeedError> {
+        let path = self.store.root().join(name);
+        let bytes = self
+            .store
+            .read_secret(name)
+            .map_err(|e| self.store_err(e))?
+            .ok_or_else(|| SeedError::MissingTlsFile {
+                site: self.loaded.path.clone(),
+                path: path.clone(),
+                what,
+            })?;
+        if !String::from_utf8_lossy(&bytes).contains(marker) {
+            return Err(SeedError::BadTlsFile { path, what, marker });
+        }
+        Ok(bytes.to_vec())
+    }
+}
+
+/// acme.env becomes a systemd EnvironmentFile: refuse what systemd would misread.
+fn check_env_file(bytes: &[u8], path: &Path) -> Result<(), SeedError> {
+    let text = String::from_utf8_lossy(bytes);
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let name = line.split('=').next().unwrap_or("");
+        let name_ok = line.contains('=')
+            && !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !name_ok {
+            return Err(SeedError::BadAcmeEnv {
+                path: path.to_path_buf(),
+                line: n + 1,
+            });
+        }
+    }
+    Ok(())
+}
