@@ -115,6 +115,12 @@ function target_of(address,    lower) {
     return ipv6_prefix64(lower)
 }
 
+function has_cursor(path,    line, r) {
+    r = (getline line < path)
+    close(path)
+    return r >= 0
+}
+
 function family(target) {
     return index(target, ":") ? "-6" : "-4"
 }
@@ -202,11 +208,15 @@ BEGIN {
         " --cursor-file=" ENVIRON["AUTH_GUARD_CURSOR"] " --since=-" window "s " \
         ENVIRON["AUTH_GUARD_MATCH"]
     say("watching (" failures " failures within " window "s: banned for " ban_seconds "s)")
+    cursor = ENVIRON["AUTH_GUARD_CURSOR"]
     for (;;) {
         while ((r = (journal | getline line)) > 0)
             handle(line)
-        if (close(journal) != 0 || r < 0)
-            say("journalctl failed; trying again in " tick "s")
+        status = close(journal)
+        # Until an entry has matched, journalctl has no cursor to save and exits 1: that is
+        # "nothing yet" (right after boot), not a failure worth a line every tick.
+        if (r < 0 || (status != 0 && has_cursor(cursor)))
+            say("journalctl failed (exit status " status "); trying again in " tick "s")
         expire(systime())
         system("sleep " tick)
     }
