@@ -25,6 +25,9 @@
 //!   with [`output`]; [`epoch`] is the one timestamp of every artifact.
 //! - [`image`]: a pinned base root tarball ⊕ the overlay → a bootable disk; [`boot`] runs it
 //!   in QEMU with a host's seed.
+//! - [`verify`] checks a deployed site from outside, the way receivers judge it (DNS, PTR,
+//!   SPF evaluated, DKIM against the store, TLS, SMTP policy, DNSBLs); [`send_test`] submits
+//!   one test message.
 //!
 //! A stage shares with the others only the loaded site, the opened store and the template
 //! context; it never reaches into another stage's internals.
@@ -39,8 +42,10 @@ pub mod output;
 pub mod overlay;
 pub mod secrets;
 pub mod seed;
+pub mod send_test;
 pub mod site;
 pub mod template;
+pub mod verify;
 
 /// Where mailbake finds the files it ships at run time (`layers/`, `packages.lock`):
 /// `$MAILBAKE_DATA_DIR`, else the source tree it was built from. (`cloud-init/` is built in:

@@ -44,6 +44,13 @@ enum Command {
     /// Print the DNS records the site needs: MX, A/AAAA, PTR, SPF, DKIM, DMARC (and MTA-STS,
     /// TLS-RPT when enabled), as zone-file fragments, a registrar table or JSON.
     Dns(mailbake::dns::cli::DnsArgs),
+    /// Check a live deployment the way receivers judge it: MX, addresses, PTR (v4 and v6), SPF
+    /// evaluated, DKIM against the secrets store, DMARC, MTA-STS, TLS-RPT, SMTP and TLS,
+    /// DNSBLs. Exit 1 when a check fails.
+    Verify(mailbake::verify::cli::VerifyArgs),
+    /// Submit one test message with SMTP AUTH over TLS (465, or STARTTLS on 587) and print the
+    /// certificate, a transcript, the server's reply and the Message-ID.
+    SendTest(mailbake::send_test::SendTestArgs),
 }
 
 #[derive(clap::Args)]
@@ -89,6 +96,12 @@ fn main() -> ExitCode {
             mailbake::secrets::cli::run_dkim(&command, &mut std::io::stdout())
         }
         Command::Dns(args) => mailbake::dns::cli::run(&args),
+        Command::Verify(args) => match mailbake::verify::cli::run_cli(&args) {
+            Ok(false) => Ok(()),
+            Ok(true) => return ExitCode::FAILURE,
+            Err(err) => Err(err),
+        },
+        Command::SendTest(args) => mailbake::send_test::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

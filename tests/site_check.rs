@@ -291,3 +291,61 @@ fn the_reference_in_docs_site_md_is_a_valid_site() {
         "the reference documents every section"
     );
 }
+
+/// `chasquid:` values chasquid would misread (0 is its "use the default"), refuse at start-up
+/// (days in a duration), or that would expose the monitoring pages, are refused at the value.
+#[test]
+fn chasquid_settings_are_checked_where_they_are_written() {
+    for (line, fragments) in [
+        (
+            "max_data_size_mb: 0",
+            &["max_data_size_mb `0` is refused", "default of 50 MiB"][..],
+        ),
+        ("max_data_size_mb: 4096", &["give 1 to 1024"][..]),
+        (
+            "max_queue_items: 0",
+            &["max_queue_items `0` is refused", "default of 200"][..],
+        ),
+        ("max_queue_items: -1", &["give 1 to 10000"][..]),
+        (
+            "give_up_send_after: 5d",
+            &["`5d` is not a duration chasquid reads", "5 days is `120h`"][..],
+        ),
+        (
+            "give_up_send_after: 0s",
+            &["`0s` is out of range", "1h to 720h"][..],
+        ),
+        (
+            "monitoring_address: \"0.0.0.0:1099\"",
+            &[
+                "`0.0.0.0:1099` is not a loopback address",
+                "127.0.0.0/8 or ::1",
+            ][..],
+        ),
+        (
+            "monitoring_address: localhost:1099",
+            &["`localhost:1099` is not an IP address and port"][..],
+        ),
+    ] {
+        // A valid key first: the error must point at the bad value, not the mapping's start.
+        let first = if line.starts_with("max_queue_items") {
+            "max_data_size_mb: 30"
+        } else {
+            "max_queue_items: 300"
+        };
+        let text = format!("{EXAMPLE}chasquid:\n  {first}\n  {line}\n");
+        let report = problems(&text);
+        let value_column = 3 + line.find(": ").expect("key: value") + 2;
+        let at = format!("site.yaml:{}:{value_column}:", line_of(&text, line));
+        assert!(
+            report.contains(&at),
+            "`{line}` should be reported at {at}\n{report}"
+        );
+        for fragment in fragments {
+            assert!(
+                report.contains(fragment),
+                "`{line}`: expected `{fragment}` in\n{report}"
+            );
+        }
+    }
+}

@@ -256,7 +256,9 @@ impl Collector<'_> {
     /// is an error or a warning, as [`DkimLookup`] says.
     fn dkim(&mut self, domain: &DomainName, d: &Domain) -> Result<(), DnsError> {
         let zone = domain.as_str();
-        for (selector, _algorithm) in d.dkim.selectors.iter() {
+        // Retired selectors stay published (docs/site.md): mail signed with them before a
+        // rotation must still verify.
+        for selector in d.dkim.selectors.keys().chain(d.dkim.retired.keys()) {
             let name = format!("{selector}._domainkey.{domain}");
             match dkim_value(self.opts.dkim, domain, selector)? {
                 Some(value) => self.push(name, RecordData::Txt(value), zone, None),
@@ -703,5 +705,40 @@ hosts:
             "{}",
             set.warnings[0]
         );
+    }
+
+    #[test]
+    fn retired_selectors_stay_published() {
+        let s = site(
+            "site: s\ndomains:\n  example.com:\n    dkim: { selectors: { b: ed25519 }, retired: { a: ed25519 } }\nhosts:\n  mx1: { fqdn: mx1.example.com, ipv4: 192.0.2.1 }\n",
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore::create(dir.path().join("secrets")).expect("store");
+        let domain = DomainName::try_from("example.com").expect("domain");
+        for name in ["a", "b"] {
+            let selector = crate::site::Selector::try_from(name).expect("selector");
+            store
+                .dkim_keygen(
+                    &domain,
+                    &selector,
+                    crate::site::DkimAlgorithm::Ed25519,
+                    false,
+                )
+                .expect("keygen");
+        }
+        let set = records(
+            &s,
+            &Options {
+                host: None,
+                dkim: DkimLookup::Require(&store),
+            },
+        )
+        .expect("records");
+        for name in ["a._domainkey.example.com", "b._domainkey.example.com"] {
+            assert!(
+                txt_of(&set, name).starts_with("v=DKIM1; k=ed25519; p="),
+                "{name}"
+            );
+        }
     }
 }

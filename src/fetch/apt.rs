@@ -5,9 +5,13 @@
 //! sha256 then pins bytes that also came from an authenticated index.
 //!
 //! Every path apt would normally take from the host (sources, preferences, lists, dpkg status,
-//! caches) is redirected into `<cache>/apt/`, so the host's package configuration is neither
-//! read for sources nor written; only apt.conf.d is still read, which keeps host-wide
-//! transport settings such as a proxy working.
+//! caches) is redirected into `<cache>/apt/<suite>_<component>/`, so the host's package
+//! configuration is neither read for sources nor written; only apt.conf.d is still read, which
+//! keeps host-wide transport settings such as a proxy working.
+//!
+//! Each source (suite and component) of the lock gets a state of its own, with a sources list
+//! of exactly one line: a package is then found in its own suite or not at all, and the list of
+//! versions offered when a pin has gone is that suite's.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -17,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use super::FetchError;
-use super::lock::{Lock, PinnedPackage};
+use super::lock::{PinnedPackage, Source};
 
 /// The keyring that signs Debian's archive (package `debian-archive-keyring`).
 pub const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
@@ -25,10 +29,11 @@ pub const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg
 /// The image is amd64 whatever the build host is, so apt is told to index amd64.
 pub const NATIVE_ARCH: &str = "amd64";
 
-/// apt's private state for one cache.
+/// apt's private state for one source of one cache.
 pub struct AptState {
     dir: PathBuf,
     mirror: String,
+    source: Source,
     architectures: Vec<String>,
     /// Held for as long as this value lives: apt's own locks are off (`Debug::NoLocking`,
     /// because they live in host paths), so this keeps two mailbake runs sharing a cache
@@ -37,10 +42,16 @@ pub struct AptState {
 }
 
 impl AptState {
-    /// Creates `dir` with a sources.list for the lock's archive, an empty dpkg status (so
-    /// the host's installed packages never influence what apt picks) and the directories apt
-    /// expects, then takes the state lock.
-    pub fn prepare(dir: &Path, lock: &Lock, mirror: &str) -> Result<AptState, FetchError> {
+    /// Creates `dir` with a one-line sources.list for `source`, an empty dpkg status (so the
+    /// host's installed packages never influence what apt picks) and the directories apt
+    /// expects, then takes the state lock. `packages` are the ones to be downloaded from this
+    /// source: their architectures are indexed.
+    pub fn prepare(
+        dir: &Path,
+        source: &Source,
+        packages: &[&PinnedPackage],
+        mirror: &str,
+    ) -> Result<AptState, FetchError> {
         if !Path::new(DEBIAN_KEYRING).exists() {
             return Err(FetchError::KeyringMissing {
                 path: DEBIAN_KEYRING.into(),
@@ -60,7 +71,7 @@ impl AptState {
 
         let architectures: Vec<String> = std::iter::once(NATIVE_ARCH.to_owned())
             .chain(
-                lock.packages
+                packages
                     .iter()
                     .map(|p| p.architecture.clone())
                     .filter(|a| a != "all"),
@@ -68,7 +79,6 @@ impl AptState {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let a = &lock.archive;
         let sources = format!(
             "# Written by mailbake from packages.lock; rewritten on every fetch.\n\
              # target=Packages: only the index needed to download .debs, whatever extra\n\
@@ -76,10 +86,10 @@ impl AptState {
              deb [arch={} target=Packages signed-by={DEBIAN_KEYRING}] {} {} {}\n",
             architectures.join(","),
             mirror,
-            a.suite,
-            a.component
+            source.suite,
+            source.component
         );
-        // Written on every run so an edited lock (new mirror or suite) takes effect.
+        // Written on every run so an edited lock (another mirror) takes effect.
         let sources_path = dir.join("sources.list");
         std::fs::write(&sources_path, sources).map_err(io_err(&sources_path))?;
         let status = dir.join("status");
@@ -87,6 +97,7 @@ impl AptState {
         Ok(AptState {
             dir: dir.to_owned(),
             mirror: mirror.to_string(),
+            source: source.clone(),
             architectures,
             _lock: lock_file,
         })
@@ -140,12 +151,7 @@ impl AptState {
 
     /// `apt-get download NAME:ARCH=VERSION` into `dest_dir` (apt-get download always writes
     /// to the working directory).
-    pub fn download(
-        &self,
-        pkg: &PinnedPackage,
-        lock: &Lock,
-        dest_dir: &Path,
-    ) -> Result<(), FetchError> {
+    pub fn download(&self, pkg: &PinnedPackage, dest_dir: &Path) -> Result<(), FetchError> {
         let spec = if pkg.architecture == "all" {
             format!("{}={}", pkg.name, pkg.version)
         } else {
@@ -167,7 +173,7 @@ impl AptState {
         if not_in_archive {
             return Err(FetchError::NotInArchive {
                 package: pkg.label(),
-                suite: lock.archive.suite.clone(),
+                suite: self.source.suite.clone(),
                 mirror: self.mirror.clone(),
                 apt_message: tail(&out.stderr),
                 available: self.available(pkg),

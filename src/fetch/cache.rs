@@ -3,7 +3,8 @@
 //! Layout under the cache root:
 //! - `debs/<sha256>.deb`: verified packages, named by the digest the lock file pins, so two
 //!   lock files that pin the same bytes share one file and a changed pin never reuses a stale one;
-//! - `apt/`: apt's private state (sources.list, lists, status, caches), see [`super::apt`];
+//! - `apt/<suite>_<component>/`: apt's private state for each source (sources.list, lists,
+//!   status, caches), see [`super::apt`];
 //! - `tmp/`: downloads in progress; each lives in its own temporary directory that is removed
 //!   on failure, and a file only enters `debs/` by an atomic rename after its digest checked out.
 
@@ -70,7 +71,7 @@ impl Cache {
         self.root.join("debs").join(format!("{digest}.deb"))
     }
 
-    /// apt's private state directory.
+    /// The parent of apt's private state directories (one per source).
     pub fn apt_dir(&self) -> PathBuf {
         self.root.join("apt")
     }

@@ -14,26 +14,49 @@ use serde::{Deserialize, Deserializer};
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
-    /// Where the packages come from.
-    pub archive: ArchiveSource,
+    /// Settings shared by every package's source (only the mirror).
+    #[serde(default)]
+    pub archive: Archive,
     /// The pinned packages, in the order they are fetched and reported.
     pub packages: Vec<PinnedPackage>,
 }
 
-/// One APT source: `deb MIRROR SUITE COMPONENT`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Where the archive is. Which part of it (suite, component) is per package.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ArchiveSource {
+pub struct Archive {
     /// Base URL of a Debian mirror. Optional: by default the mirror this host's apt already
     /// uses for Debian (see [`super::mirror`]).
     #[serde(default, deserialize_with = "mirror_url")]
     pub mirror: Option<String>,
-    /// Suite (codename), e.g. `trixie`.
-    #[serde(deserialize_with = "source_word")]
+}
+
+/// One signed APT source: `deb MIRROR SUITE COMPONENT`, without the mirror (shared by all).
+///
+/// Each package names its own, so a package can come from the suite that has the version
+/// worth shipping (chasquid from a rolling suite, lego from backports) and is looked up in that
+/// suite only: apt never sees two suites at once, so it cannot pick the pinned version from
+/// another one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Source {
+    /// Suite (codename), e.g. `forky` or `trixie-backports`.
     pub suite: String,
     /// Archive component, e.g. `main`.
-    #[serde(deserialize_with = "source_word")]
     pub component: String,
+}
+
+impl Source {
+    /// A name for this source that is safe as one path component and unique per source: suites
+    /// and components never contain `_` (see [`source_word`]).
+    pub fn dir_name(&self) -> String {
+        format!("{}_{}", self.suite, self.component)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.suite, self.component)
+    }
 }
 
 /// One package pinned to exact bytes.
@@ -43,6 +66,12 @@ pub struct PinnedPackage {
     /// Debian package name.
     #[serde(deserialize_with = "package_name")]
     pub name: String,
+    /// The suite the package is downloaded from, e.g. `forky`.
+    #[serde(deserialize_with = "source_word")]
+    pub suite: String,
+    /// The archive component within the suite; `main` unless given.
+    #[serde(default = "default_component", deserialize_with = "source_word")]
+    pub component: String,
     /// Exact Debian version, epoch included if it has one.
     #[serde(deserialize_with = "package_version")]
     pub version: String,
@@ -53,10 +82,22 @@ pub struct PinnedPackage {
     pub sha256: Sha256Digest,
 }
 
+fn default_component() -> String {
+    "main".into()
+}
+
 impl PinnedPackage {
     /// The `name version arch` triple used in progress lines and errors.
     pub fn label(&self) -> String {
         format!("{} {} {}", self.name, self.version, self.architecture)
+    }
+
+    /// The APT source this package is downloaded from.
+    pub fn source(&self) -> Source {
+        Source {
+            suite: self.suite.clone(),
+            component: self.component.clone(),
+        }
     }
 }
 
@@ -303,16 +344,21 @@ fn architecture<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     )
 }
 
+/// Suites and components: also a directory name in the cache (see [`Source::dir_name`]), so
+/// no `/` and no `_`. Debian's own (forky, sid, trixie-backports, main, non-free-firmware)
+/// all fit.
 fn source_word<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     checked(
         d,
         "suite/component",
         |s| {
-            !s.is_empty()
+            s.bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
                 && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-.+".contains(&b))
         },
-        "one word such as trixie or main",
+        "one lowercase word such as forky, trixie-backports or main",
     )
 }
 
@@ -337,10 +383,9 @@ mod tests {
     const GOOD: &str = "\
 archive:
   mirror: http://mirror.example/debian
-  suite: trixie
-  component: main
 packages:
   - name: chasquid
+    suite: forky
     version: 1.15.0-1+b4
     architecture: amd64
     sha256: 8c9307e2faf2db384f3fecf58acfd30da31abc48525507add36c9eae51b4328b
@@ -363,8 +408,19 @@ packages:
     #[test]
     fn parses_a_good_lock() {
         let lock = Lock::parse(GOOD, Path::new("packages.lock")).expect("good lock parses");
-        assert_eq!(lock.archive.suite, "trixie");
+        assert_eq!(
+            lock.archive.mirror.as_deref(),
+            Some("http://mirror.example/debian")
+        );
         assert_eq!(lock.packages.len(), 1);
+        assert_eq!(
+            lock.packages[0].source(),
+            Source {
+                suite: "forky".into(),
+                component: "main".into()
+            },
+            "the component defaults to main"
+        );
         assert_eq!(lock.packages[0].name, "chasquid");
         assert_eq!(
             lock.packages[0].sha256.as_str(),
@@ -376,26 +432,84 @@ packages:
     fn the_repository_lock_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packages.lock");
         let lock = Lock::load(&path).expect("packages.lock at the repo root parses");
-        let names: Vec<_> = lock.packages.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["chasquid", "lego"]);
+        let pins: Vec<_> = lock
+            .packages
+            .iter()
+            .map(|p| (p.name.as_str(), p.suite.as_str(), p.version.as_str()))
+            .collect();
+        assert_eq!(
+            pins,
+            [
+                ("chasquid", "forky", "1.19.0-1"),
+                ("lego", "trixie-backports", "4.35.2-3~bpo13+1")
+            ]
+        );
+    }
+
+    #[test]
+    fn each_package_names_its_own_suite_and_component() {
+        let two = format!(
+            "{GOOD}  - name: lego\n    suite: trixie-backports\n    component: contrib\n    \
+             version: 4.35.2-3~bpo13+1\n    architecture: amd64\n    sha256: {}\n",
+            "1".repeat(64)
+        );
+        let lock = Lock::parse(&two, Path::new("packages.lock")).expect("two sources parse");
+        let sources: Vec<String> = lock
+            .packages
+            .iter()
+            .map(|p| p.source().to_string())
+            .collect();
+        assert_eq!(sources, ["forky main", "trixie-backports contrib"]);
+        assert_eq!(
+            lock.packages[1].source().dir_name(),
+            "trixie-backports_contrib"
+        );
+    }
+
+    #[test]
+    fn the_archive_section_is_optional() {
+        let text = GOOD.replace("archive:\n  mirror: http://mirror.example/debian\n", "");
+        let lock = Lock::parse(&text, Path::new("packages.lock")).expect("lock without archive");
+        assert_eq!(lock.archive.mirror, None);
+    }
+
+    #[test]
+    fn a_suite_that_is_not_one_path_component_is_refused() {
+        // The suite names a directory in the cache; `/`, `_` and `..` tricks are refused.
+        for bad in ["../x", "trixie/updates", "a_b", "Forky", ".hidden"] {
+            let text = GOOD.replace("suite: forky", &format!("suite: \"{bad}\""));
+            let (err, msg) = parse_err(&text);
+            assert_eq!(location(&err), (5, 12), "{bad}: {msg}");
+            assert!(msg.contains("invalid suite/component"), "{msg}");
+        }
     }
 
     #[test]
     fn unknown_key_is_named_with_its_location() {
-        let text = GOOD.replace(
-            "    architecture: amd64\n",
-            "    architecture: amd64\n    arch: amd64\n",
-        );
-        let (err, msg) = parse_err(&text);
-        assert_eq!(location(&err).0, 9, "{msg}");
-        assert!(msg.contains("unknown field `arch`"), "{msg}");
-        assert!(msg.starts_with("x/packages.lock:9:"), "{msg}");
+        // The second case is the old format's lock-wide suite: now per package.
+        for (after, added, line, field) in [
+            ("    architecture: amd64\n", "    arch: amd64\n", 8, "arch"),
+            (
+                "  mirror: http://mirror.example/debian\n",
+                "  suite: trixie\n",
+                3,
+                "suite",
+            ),
+        ] {
+            let (err, msg) = parse_err(&GOOD.replace(after, &format!("{after}{added}")));
+            assert_eq!(location(&err).0, line, "{msg}");
+            assert!(msg.contains(&format!("unknown field `{field}`")), "{msg}");
+            assert!(
+                msg.starts_with(&format!("x/packages.lock:{line}:")),
+                "{msg}"
+            );
+        }
     }
 
     #[test]
     fn unknown_top_level_key_is_rejected() {
         let (err, msg) = parse_err(&format!("{GOOD}extra: 1\n"));
-        assert_eq!(location(&err).0, 10, "{msg}");
+        assert_eq!(location(&err).0, 9, "{msg}");
         assert!(msg.contains("unknown field `extra`"), "{msg}");
     }
 
@@ -413,7 +527,7 @@ packages:
             );
             let (err, msg) = parse_err(&text);
             // Line and column of the value itself, not of the enclosing entry.
-            assert_eq!(location(&err), (9, 13), "{msg}");
+            assert_eq!(location(&err), (8, 13), "{msg}");
             assert!(msg.contains("invalid sha256"), "{msg}");
             assert!(msg.contains(bad), "{msg}");
         }
@@ -421,18 +535,23 @@ packages:
 
     #[test]
     fn missing_field_is_named_with_its_location() {
-        let text = GOOD.replace("    version: 1.15.0-1+b4\n", "");
-        let (err, msg) = parse_err(&text);
-        assert!(msg.contains("missing field `version`"), "{msg}");
-        // serde reports the position of the mapping that lacks the field.
-        assert_eq!(location(&err).0, 6, "{msg}");
+        // The suite is required per package: there is no lock-wide default to fall back on.
+        for (field, line) in [
+            ("version", "    version: 1.15.0-1+b4\n"),
+            ("suite", "    suite: forky\n"),
+        ] {
+            let (err, msg) = parse_err(&GOOD.replace(line, ""));
+            assert!(msg.contains(&format!("missing field `{field}`")), "{msg}");
+            // serde reports the position of the mapping that lacks the field.
+            assert_eq!(location(&err).0, 4, "{msg}");
+        }
     }
 
     #[test]
     fn option_like_values_are_refused() {
         let text = GOOD.replace("name: chasquid", "name: -oDebug::x=1");
         let (err, msg) = parse_err(&text);
-        assert_eq!(location(&err).0, 6, "{msg}");
+        assert_eq!(location(&err).0, 4, "{msg}");
         assert!(msg.contains("invalid package name"), "{msg}");
     }
 
@@ -446,7 +565,7 @@ packages:
 
     #[test]
     fn duplicate_package_is_refused() {
-        let dup = GOOD.lines().skip(5).collect::<Vec<_>>().join("\n");
+        let dup = GOOD.lines().skip(3).collect::<Vec<_>>().join("\n");
         let (err, msg) = parse_err(&format!("{GOOD}{dup}\n"));
         assert!(matches!(err, LockError::Invalid { .. }), "{msg}");
         assert!(msg.contains("pinned twice"), "{msg}");

@@ -12,6 +12,7 @@ pub mod deb;
 pub mod lock;
 pub mod mirror;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -19,7 +20,7 @@ pub use cache::{Cache, Lookup, default_cache_dir, sha256_file};
 pub use deb::{
     ControlFields, DebError, EntryKind, PayloadEntry, read_control, read_payload, read_version,
 };
-pub use lock::{ArchiveSource, Lock, LockError, PinnedPackage, Sha256Digest};
+pub use lock::{Archive, Lock, LockError, PinnedPackage, Sha256Digest, Source};
 
 /// Why packages could not be fetched. Each message names the file or package and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -184,24 +185,35 @@ pub fn fetch_all(
         }
     }
 
-    if !missing.is_empty() {
+    // Only the sources of packages that are not cached are asked: a pin its suite has since
+    // dropped stays usable as long as its bytes are in the cache.
+    let mut by_source: BTreeMap<Source, Vec<usize>> = BTreeMap::new();
+    for i in missing {
+        by_source
+            .entry(lock.packages[i].source())
+            .or_default()
+            .push(i);
+    }
+    if !by_source.is_empty() {
         let mirror = mirror::resolve(lock.archive.mirror.as_deref())?;
-        let state = apt::AptState::prepare(&cache.apt_dir(), lock, &mirror)?;
-        say(format!(
-            "updating package lists for {} {} from {mirror}",
-            lock.archive.suite, lock.archive.component
-        ));
-        state.update()?;
-        for i in missing {
-            let pkg = &lock.packages[i];
-            say(format!("fetching {} …", pkg.label()));
-            let path = download_one(&state, lock, cache, pkg)?;
-            say(format!("verified {} ({})", pkg.label(), path.display()));
-            results[i] = Some(CachedDeb {
-                package: pkg.clone(),
-                path,
-                downloaded: true,
-            });
+        for (source, indexes) in by_source {
+            let packages: Vec<&PinnedPackage> =
+                indexes.iter().map(|&i| &lock.packages[i]).collect();
+            let dir = cache.apt_dir().join(source.dir_name());
+            let state = apt::AptState::prepare(&dir, &source, &packages, &mirror)?;
+            say(format!("updating package lists for {source} from {mirror}"));
+            state.update()?;
+            for i in indexes {
+                let pkg = &lock.packages[i];
+                say(format!("fetching {} from {source} …", pkg.label()));
+                let path = download_one(&state, cache, pkg)?;
+                say(format!("verified {} ({})", pkg.label(), path.display()));
+                results[i] = Some(CachedDeb {
+                    package: pkg.clone(),
+                    path,
+                    downloaded: true,
+                });
+            }
         }
     }
     // Every slot is filled above: a hit at lookup, or a download (which returned early on error).
@@ -212,7 +224,6 @@ pub fn fetch_all(
 /// single `.deb` apt wrote to [`Cache::insert`]. The directory is removed however this ends.
 fn download_one(
     state: &apt::AptState,
-    lock: &Lock,
     cache: &Cache,
     pkg: &PinnedPackage,
 ) -> Result<PathBuf, FetchError> {
@@ -223,7 +234,7 @@ fn download_one(
             path: cache.tmp_dir(),
             source,
         })?;
-    state.download(pkg, lock, tmp.path())?;
+    state.download(pkg, tmp.path())?;
     let io_err = |source| FetchError::Io {
         path: tmp.path().to_owned(),
         source,

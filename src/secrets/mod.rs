@@ -43,7 +43,7 @@ mod error;
 mod password;
 mod required;
 mod store;
-mod textproto;
+pub(crate) mod textproto;
 mod userdb;
 
 pub use dkim::{DkimKey, KeyKind, MIN_RSA_BITS, dns_txt_value, generate};

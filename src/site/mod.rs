@@ -4,6 +4,7 @@
 //! loops are all errors, reported with file, line and column, because a mail server that
 //! starts with a half-understood configuration fails later and more quietly.
 
+mod chasquid;
 mod diagnostic;
 mod locate;
 mod model;
@@ -15,6 +16,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use chasquid::*;
 pub use diagnostic::{Problem, SiteErrors};
 pub use locate::Position;
 pub use model::*;

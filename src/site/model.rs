@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
+use super::chasquid::ChasquidSettings;
 use super::names::{AliasName, DomainName, HostName, LocalPart, MailAddress, Selector, SiteName};
 use super::net::{Ipv4Config, Ipv6Config};
 use super::policy::{AliasTargets, DkimAlgorithm, Dmarc, ReportUris, Spf};
@@ -221,26 +222,6 @@ impl AcmeKeyType {
             AcmeKeyType::Rsa4096 => "rsa4096",
         }
     }
-}
-
-/// chasquid.conf settings that are the same for every host of the site.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChasquidSettings {
-    #[serde(default = "default_max_data_size_mb")]
-    pub max_data_size_mb: u32,
-}
-
-impl Default for ChasquidSettings {
-    fn default() -> Self {
-        ChasquidSettings {
-            max_data_size_mb: default_max_data_size_mb(),
-        }
-    }
-}
-
-fn default_max_data_size_mb() -> u32 {
-    50
 }
 
 /// Operator access. Public keys are not secret, so they live in the site file.

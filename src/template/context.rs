@@ -73,9 +73,16 @@ pub struct AliasContext {
     pub targets: String,
 }
 
+/// chasquid.conf's settings (see [`crate::site::ChasquidSettings`]); strings go through the
+/// `textproto` filter.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChasquidContext {
     pub max_data_size_mb: u32,
+    pub max_queue_items: u32,
+    /// A Go duration (`20h`).
+    pub give_up_send_after: String,
+    /// `host:port` of the monitoring server; `None` (false in an `if`) when it is off.
+    pub monitoring_address: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -110,6 +117,9 @@ impl SiteContext {
             domains: domains(site),
             chasquid: ChasquidContext {
                 max_data_size_mb: site.chasquid.max_data_size_mb,
+                max_queue_items: site.chasquid.max_queue_items,
+                give_up_send_after: site.chasquid.give_up_send_after.to_string(),
+                monitoring_address: site.chasquid.monitoring_address.map(|a| a.to_string()),
             },
             acme: acme(site, ca_bundle),
             operator: OperatorContext {
