@@ -24,9 +24,13 @@ explicitly so smtplib does not resolve the host's own name).
       {"advertised": false, "code": 503, "message": "5.7.10 ...", "refused": true}
 
   submit HOST PORT --mode plain|starttls|tls [--user U --password P] --from A --to B [--to C]
-         [--subject S] [--body-file F | --message-file F]
+         [--subject S] [--body-file F | --message-file F] [--source ADDR]
+         [--dkim-key PEM --dkim-selector S [--tamper]]
       Sends one message (AUTH PLAIN/LOGIN when --user is given). --body-file: the body of a
-      generated message; --message-file: a complete message sent byte for byte.
+      generated message; --message-file: a complete message sent byte for byte. --source:
+      connect from this local address. --dkim-key: sign the message with dkimpy for the
+      domain of --from (relaxed/relaxed, rsa-sha256) first; --tamper: then change its body,
+      so the signature must fail.
       {"accepted": true, "stage": "data", "code": 250, "message": "2.0.0 queued",
        "message_id": "<...@example.test>"}
       On refusal: accepted false and stage one of connect|starttls|auth|mail|rcpt|data.
@@ -88,12 +92,14 @@ def tls_context():
 
 def connect(args, mode):
     """An SMTP session after EHLO (and STARTTLS + EHLO again for starttls)."""
+    source = (args.source, 0) if getattr(args, "source", None) else None
     try:
         if mode == "tls":
             s = smtplib.SMTP_SSL(local_hostname=args.helo, timeout=args.timeout,
-                                 context=tls_context())
+                                 context=tls_context(), source_address=source)
         else:
-            s = smtplib.SMTP(local_hostname=args.helo, timeout=args.timeout)
+            s = smtplib.SMTP(local_hostname=args.helo, timeout=args.timeout,
+                             source_address=source)
         # smtplib takes the TLS server name (SNI) from _host, which only its constructor sets;
         # connecting explicitly (to read the greeting ourselves) must set it too.
         s._host = args.host
@@ -173,8 +179,25 @@ def build_message(args):
     return m.as_bytes(policy=email.policy.SMTP), m["Message-ID"]
 
 
+def dkim_sign(args, data):
+    import dkim  # python3-dkim
+
+    with open(args.dkim_key, "rb") as f:
+        key = f.read()
+    domain = args.sender.rpartition("@")[2]
+    headers = [b"from", b"to", b"subject", b"date", b"message-id"]
+    sig = dkim.sign(data, args.dkim_selector.encode(), domain.encode(), key,
+                    canonicalize=(b"relaxed", b"relaxed"), include_headers=headers)
+    data = sig + data
+    if args.tamper:
+        data = data.replace(b"Sent by qemu-tests/probe.py.", b"Sent by someone else.")
+    return data
+
+
 def cmd_submit(args):
     data, message_id = build_message(args)
+    if args.dkim_key:
+        data = dkim_sign(args, data)
     result = {"accepted": False, "message_id": message_id}
     s = connect(args, args.mode)
     try:
@@ -361,6 +384,10 @@ def main():
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--body-file")
     g.add_argument("--message-file")
+    sp.add_argument("--source")
+    sp.add_argument("--dkim-key")
+    sp.add_argument("--dkim-selector", default="s1")
+    sp.add_argument("--tamper", action="store_true")
     sp = hp("relay")
     sp.add_argument("--from", dest="sender", required=True)
     sp.add_argument("--to", required=True)

@@ -1,10 +1,8 @@
-//! Self-test of the QEMU tests' host side (`qemu-tests/support`, `qemu-tests/probe.py`) without
-//! a VM: real `named` on a free high port, the Inbox on a free port, the probes against them and
-//! DKIM verification of messages signed here with dkimpy. Needs bind9, bind9-dnsutils (dig,
-//! nsupdate), openssl, python3-dkim; a missing one fails with the reason.
-
-#[path = "support/mod.rs"]
-mod support;
+//! Self-test of the boot tests' host side (the `testkit` crate in `tests/support`,
+//! `qemu-tests/probe.py`) without a VM: real `named` on a free high port, the Inbox on a free
+//! port, the probes against them and DKIM verification of messages signed here with dkimpy.
+//! Needs bind9, bind9-dnsutils (dig, nsupdate), openssl, python3-dkim; a missing one fails with
+//! the reason.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -15,32 +13,12 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use support::{Dns, Inbox, InboxOptions, TsigKey, Zone, free_port, loopback, probe};
+use testkit::{
+    Dns, Inbox, InboxOptions, TsigKey, Zone, free_port, loopback, ok, output, probe, run,
+    self_signed_certificate,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn ok<T>(r: Result<T, String>) -> T {
-    r.unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn run(cmd: &mut Command) -> std::process::Output {
-    let shown = format!("{cmd:?}");
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"))
-}
-
-fn run_ok(cmd: &mut Command) -> Vec<u8> {
-    let shown = format!("{cmd:?}");
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 /// 300 characters: longer than one TXT string (255), so the zone splits it in two.
 fn long_txt() -> String {
@@ -61,7 +39,7 @@ fn dns_serves_the_zone_authoritatively() {
         ],
     );
     let other = Zone::from_records("gmail.test", &["@ IN MX 5 mx.gmail.test.", "mx A 10.0.2.2"]);
-    let dns = ok(Dns::start(loopback(ok(free_port())), &[zone, other]));
+    let dns = ok(Dns::start(loopback(free_port()), &[zone, other]));
 
     assert_eq!(
         ok(dns.dig("example.test", "MX")),
@@ -85,20 +63,14 @@ fn dns_serves_the_zone_authoritatively() {
     assert!(ok(dns.dig("nothing.example.test", "A")).is_empty());
 
     // Authoritative only: a name outside the zones is refused, not resolved.
-    let out = run_ok(
-        Command::new("dig")
-            .arg(format!("@{}", dns.addr().ip()))
-            .args(["-p", &dns.addr().port().to_string(), "example.org", "A"]),
-    );
-    let out = String::from_utf8_lossy(&out);
+    let out = run(Command::new("dig")
+        .arg(format!("@{}", dns.addr().ip()))
+        .args(["-p", &dns.addr().port().to_string(), "example.org", "A"]));
     assert!(out.contains("status: REFUSED"), "{out}");
     // And the answers for the zone carry the aa flag.
-    let out = run_ok(
-        Command::new("dig")
-            .arg(format!("@{}", dns.addr().ip()))
-            .args(["-p", &dns.addr().port().to_string(), "example.test", "MX"]),
-    );
-    let out = String::from_utf8_lossy(&out);
+    let out = run(Command::new("dig")
+        .arg(format!("@{}", dns.addr().ip()))
+        .args(["-p", &dns.addr().port().to_string(), "example.test", "MX"]));
     assert!(
         out.lines()
             .any(|l| l.contains("flags:") && l.contains(" aa")),
@@ -110,7 +82,7 @@ fn dns_serves_the_zone_authoritatively() {
 fn dns_accepts_only_signed_updates() {
     let key = ok(TsigKey::generate("acme-key"));
     let zone = Zone::from_records("acme.test", &["@ IN A 10.0.2.2"]).allow_update(key.clone());
-    let dns = ok(Dns::start(loopback(ok(free_port())), &[zone]));
+    let dns = ok(Dns::start(loopback(free_port()), &[zone]));
     let script = |name: &str| {
         format!(
             "server {} {}\nzone acme.test\nupdate add {name}.acme.test. 60 TXT \"token-{name}\"\nsend\n",
@@ -161,7 +133,7 @@ fn dns_accepts_only_signed_updates() {
 
 #[test]
 fn dns_reports_a_taken_port_and_a_bad_zone() {
-    let port = ok(free_port());
+    let port = free_port();
     let squatter = std::net::UdpSocket::bind(loopback(port)).expect("bind the squatter");
     let zone = Zone::from_records("example.test", &["@ IN A 10.0.2.2"]);
     let err = Dns::start(loopback(port), std::slice::from_ref(&zone))
@@ -174,7 +146,7 @@ fn dns_reports_a_taken_port_and_a_bad_zone() {
     drop(squatter);
 
     let bad = Zone::from_records("bad.test", &["www IN A not-an-address"]);
-    let err = Dns::start(loopback(ok(free_port())), &[bad])
+    let err = Dns::start(loopback(free_port()), &[bad])
         .err()
         .expect("start must fail on a bad zone");
     assert!(
@@ -502,7 +474,7 @@ fn probes_banner_ehlo_auth_relay() {
         probe(&["ehlo", hp[0], hp[1], "--mode", "starttls"]).expect_err("starttls probe must fail");
     assert!(err.contains("does not offer STARTTLS"), "{err}");
     // Nothing listening: non-zero with the reason.
-    let closed = ok(free_port()).to_string();
+    let closed = free_port().to_string();
     let err = probe(&["banner", "127.0.0.1", &closed]).expect_err("nothing listens");
     assert!(err.contains("cannot connect"), "{err}");
 }
@@ -510,26 +482,7 @@ fn probes_banner_ehlo_auth_relay() {
 /// Self-signed certificate for mx.example.test with two SANs; returns (cert, key) paths.
 fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=mx.example.test"])
-            .args([
-                "-addext",
-                "subjectAltName=DNS:mx.example.test,DNS:*.example.test",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
+    self_signed_certificate(&cert, &key, &["mx.example.test", "*.example.test"], 2);
     (cert, key)
 }
 
@@ -552,7 +505,7 @@ fn scripted_tls_probe(
     extra: &[&str],
 ) -> (serde_json::Value, String) {
     let (cert, key) = make_cert(dir);
-    let port = ok(free_port());
+    let port = free_port();
     let received = dir.join("received.txt");
     let mut child = Command::new("openssl")
         .args(["s_server", "-quiet", "-crlf"])
@@ -657,15 +610,7 @@ fn probe_cert_shows_the_served_certificate() {
     );
     let cert = dir.path().join("cert.pem");
 
-    let fp = String::from_utf8_lossy(&run_ok(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(&cert),
-    ))
-    .trim()
-    .to_string();
-    let fp = fp.split_once('=').map(|(_, v)| v).unwrap_or(&fp);
-    assert_eq!(c["sha256"], fp, "{c}");
+    assert_eq!(c["sha256"], testkit::fingerprint(&cert), "{c}");
     assert_eq!(c["subject"], "CN=mx.example.test", "{c}");
     assert_eq!(c["issuer"], "CN=mx.example.test", "{c}");
     assert_eq!(
@@ -699,12 +644,14 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 fn der(args: &[&str], input: &Path) -> Vec<u8> {
-    run_ok(Command::new("openssl").args(args).arg("-in").arg(input))
+    let out = output(Command::new("openssl").args(args).arg("-in").arg(input));
+    assert!(out.status.success(), "openssl {args:?} failed");
+    out.stdout
 }
 
 fn dkim_verify(records: &Path, message: &[u8]) -> Result<serde_json::Value, String> {
     let records = records.display().to_string();
-    support::probe_with_stdin(&["dkim-verify", "--records", &records], message)
+    testkit::probe_with_stdin(&["dkim-verify", "--records", &records], message)
 }
 
 #[test]
@@ -712,23 +659,19 @@ fn probe_dkim_verify_checks_rsa_and_ed25519_against_the_records_only() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     let (rsa, ed) = (d.join("rsa.pem"), d.join("ed.pem"));
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                "rsa_keygen_bits:2048",
-                "-out",
-            ])
-            .arg(&rsa),
-    );
-    run_ok(
-        Command::new("openssl")
-            .args(["genpkey", "-algorithm", "ED25519", "-out"])
-            .arg(&ed),
-    );
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&rsa));
+    run(Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ED25519", "-out"])
+        .arg(&ed));
     // DKIM publishes RSA keys as SubjectPublicKeyInfo DER, Ed25519 keys as the raw 32 bytes
     // (RFC 8463), which are the last 32 bytes of the SPKI; dkimpy signs with the raw seed.
     let rsa_pub = der(&["pkey", "-pubout", "-outform", "DER"], &rsa);
@@ -751,7 +694,7 @@ fn probe_dkim_verify_checks_rsa_and_ed25519_against_the_records_only() {
 
     let message = b"From: alice@example.test\r\nTo: bob@gmail.test\r\nSubject: signed\r\n\
                     Message-ID: <1@example.test>\r\n\r\nHello.\r\n.dot line\r\n";
-    let mut child = Command::new(support::probe::PYTHON)
+    let mut child = Command::new(testkit::probe::PYTHON)
         .arg("-c")
         .arg(SIGN_PY)
         .arg(&rsa)

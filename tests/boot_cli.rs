@@ -1,8 +1,6 @@
 //! `mailbake boot SITE --host H`: the seed comes from the site and its store; mistakes in the
 //! choice of host are reported before any guest starts.
 
-mod common;
-
 use std::process::Command;
 
 fn boot(args: &[&str]) -> (Option<i32>, String) {
@@ -20,8 +18,8 @@ fn boot(args: &[&str]) -> (Option<i32>, String) {
 #[test]
 fn an_unknown_host_is_named_with_the_site_hosts() {
     let dir = tempfile::tempdir().unwrap();
-    let secrets = common::example_secrets(dir.path());
-    let site = common::example_site();
+    let secrets = testkit::example_secrets(dir.path());
+    let site = testkit::example_site();
     let (code, stderr) = boot(&[
         site.to_str().unwrap(),
         "--host",
@@ -41,7 +39,7 @@ fn an_unknown_host_is_named_with_the_site_hosts() {
 #[test]
 fn a_site_without_its_secrets_cannot_make_a_seed() {
     let dir = tempfile::tempdir().unwrap();
-    let site = common::example_site();
+    let site = testkit::example_site();
     let (code, stderr) = boot(&[
         site.to_str().unwrap(),
         "--secrets",

@@ -3,8 +3,6 @@
 //! the site file gave, as `chasquid-util print-config` shows; the monitoring server listens
 //! where the site says.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,18 +13,18 @@ use std::time::Duration;
 /// The example site with `chasquid` appended as its `chasquid:` section, built with a fresh
 /// secrets store; returns the unpacked overlay's root.
 fn overlay_with(dir: &Path, chasquid: &str) -> PathBuf {
-    let example = std::fs::read_to_string(common::example_site()).expect("example site");
+    let example = std::fs::read_to_string(testkit::example_site()).expect("example site");
     assert!(
         !example.contains("\nchasquid:"),
         "the example sets no chasquid: section"
     );
     let site = dir.join("site.yaml");
     std::fs::write(&site, format!("{example}\nchasquid:\n{chasquid}")).expect("write site");
-    let secrets = common::example_secrets(dir);
+    let secrets = testkit::example_secrets(dir);
     let out = dir.join("out");
-    common::mailbake_build(&site, &secrets, &out);
+    testkit::mailbake_build(&site, &secrets, &out);
     let root = dir.join("root");
-    common::unpack_overlay(&out, &root);
+    testkit::unpack_overlay(&out, &root);
     root
 }
 
@@ -50,8 +48,8 @@ fn fields(text: &str) -> BTreeMap<String, Vec<String>> {
 
 /// What the shipped chasquid makes of the configuration directory, defaults merged in.
 fn print_config(config_dir: &Path) -> BTreeMap<String, Vec<String>> {
-    let out = common::run(
-        Command::new(common::chasquid_util())
+    let out = testkit::run(
+        Command::new(testkit::chasquid_util())
             .arg(format!("-C={}", config_dir.display()))
             .arg("print-config"),
     );
@@ -103,10 +101,10 @@ fn site_chasquid_settings_reach_chasquid_as_written() {
 fn without_settings_chasquid_runs_with_its_defaults_and_no_monitoring() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
-    let secrets = common::example_secrets(dir.path());
-    common::mailbake_build(&common::example_site(), &secrets, &out);
+    let secrets = testkit::example_secrets(dir.path());
+    testkit::mailbake_build(&testkit::example_site(), &secrets, &out);
     let root = dir.path().join("root");
-    common::unpack_overlay(&out, &root);
+    testkit::unpack_overlay(&out, &root);
     let read = assert_read_back_as_written(&root.join("etc/chasquid"));
     assert_eq!(one(&read, "max_data_size_mb"), Some("50"));
     assert_eq!(one(&read, "max_queue_items"), Some("200"));
@@ -137,14 +135,14 @@ fn http_get(port: u16, path: &str) -> (String, String) {
 #[test]
 fn the_monitoring_server_answers_on_the_configured_loopback_address() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = common::free_port();
+    let port = testkit::free_port();
     let root = overlay_with(
         dir.path(),
         &format!("  monitoring_address: \"127.0.0.1:{port}\"\n"),
     );
     let config_dir = root.join("etc/chasquid");
-    common::throwaway_certificate(&config_dir, "smtp.example.com");
-    let chasquid = common::Chasquid::start(&root, &dir.path().join("state"), "smtp.example.com");
+    testkit::throwaway_certificate(&config_dir, "smtp.example.com");
+    let chasquid = testkit::Chasquid::start(&root, &dir.path().join("state"), "smtp.example.com");
 
     // The server starts with the SMTP listeners; give it a bounded moment.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -1,8 +1,6 @@
 //! The real chasquid accepts the overlay: it starts from the generated configuration, answers
 //! on its ports, and resolves the site's aliases (catch-all included) as the site file says.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -26,12 +24,12 @@ fn reply(reader: &mut BufReader<TcpStream>) -> String {
 fn chasquid_starts_from_the_overlay_and_resolves_the_site_aliases() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let secrets = common::example_secrets(dir.path());
-    common::mailbake_build(&common::example_site(), &secrets, &out);
+    let secrets = testkit::example_secrets(dir.path());
+    testkit::mailbake_build(&testkit::example_site(), &secrets, &out);
     let root = dir.path().join("root");
-    common::unpack_overlay(&out, &root);
+    testkit::unpack_overlay(&out, &root);
     let config_dir = root.join("etc/chasquid");
-    common::throwaway_certificate(&config_dir, "smtp.example.com");
+    testkit::throwaway_certificate(&config_dir, "smtp.example.com");
 
     // The seed would bring the users database: the one for the site's user `i`.
     let store = SecretStore::open(&secrets).unwrap();
@@ -42,7 +40,7 @@ fn chasquid_starts_from_the_overlay_and_resolves_the_site_aliases() {
     std::fs::write(config_dir.join("domains/example.com/users"), users).unwrap();
 
     let state = dir.path().join("state");
-    let chasquid = common::Chasquid::start(&root, &state, "smtp.example.com");
+    let chasquid = testkit::Chasquid::start(&root, &state, "smtp.example.com");
     let log = chasquid.log_text();
     assert!(
         log.contains("example.com (1 users, 2 aliases"),

@@ -12,8 +12,6 @@ use std::process::Command;
 
 use mailbake::secrets::{Password, SecretStore};
 
-mod common;
-
 const DOMAIN: &str = "example.com";
 const USER: &str = "i";
 const PASSWORD: &str = "correct horse battery staple";
@@ -112,7 +110,7 @@ print(json.dumps({"signatures": results, "asked": sorted(set(asked))}))
 #[test]
 fn chasquid_signatures_verify_against_published_records() {
     let tmp = ok(tempfile::tempdir());
-    let site = common::example_site();
+    let site = testkit::example_site();
     let loaded = ok(mailbake::site::load(&site));
     let Some((_, domain)) = loaded
         .site
@@ -138,13 +136,13 @@ fn chasquid_signatures_verify_against_published_records() {
 
     // The overlay as built for the example, unpacked as the image would have it.
     let out = tmp.path().join("out");
-    common::mailbake_build(&site, &tmp.path().join("secrets"), &out);
+    testkit::mailbake_build(&site, &tmp.path().join("secrets"), &out);
     assert!(
         out.join("dns/example.com.zone").is_file() && out.join("dns/records.json").is_file(),
         "the build writes the DNS records too"
     );
     let root = tmp.path().join("root");
-    common::unpack_overlay(&out, &root);
+    testkit::unpack_overlay(&out, &root);
     let config = root.join("etc/chasquid");
     assert!(
         config.join("chasquid.conf").is_file(),
@@ -162,7 +160,7 @@ fn chasquid_signatures_verify_against_published_records() {
             key.pem().as_bytes(),
         );
     }
-    common::throwaway_certificate(&config, "localhost");
+    testkit::throwaway_certificate(&config, "localhost");
 
     // The records a verifier will see, exactly as `mailbake dns` prints them.
     let dns = ok(Command::new(env!("CARGO_BIN_EXE_mailbake"))
@@ -182,7 +180,7 @@ fn chasquid_signatures_verify_against_published_records() {
     // Loopback ports, data_dir in the temp dir, killed when `daemon` is dropped.
     let data_dir = tmp.path().join("data");
     ok(fs::create_dir_all(&data_dir));
-    let daemon = common::Chasquid::start(&root, &data_dir, "smtp.example.com");
+    let daemon = testkit::Chasquid::start(&root, &data_dir, "smtp.example.com");
 
     let script = tmp.path().join("verify.py");
     write(&script, VERIFY_PY.as_bytes());

@@ -10,8 +10,6 @@ use std::process::{Command, Output};
 use mailbake::secrets::SecretStore;
 use mailbake::site::DkimAlgorithm;
 
-mod common;
-
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> T {
     match r {
         Ok(v) => v,
@@ -141,7 +139,7 @@ hosts:
 fn example_zones_pass_named_checkzone() {
     let tmp = ok(tempfile::tempdir());
     let secrets = tmp.path().join("secrets");
-    let site = common::example_site();
+    let site = testkit::example_site();
     store_for(&site, &secrets);
     let zones = fragments(&dns_ok(
         &site,
@@ -253,7 +251,7 @@ fn host_option_restricts_per_host_records() {
 fn example_table_snapshot() {
     let tmp = ok(tempfile::tempdir());
     let secrets = tmp.path().join("secrets");
-    let site = common::example_site();
+    let site = testkit::example_site();
     let keys = store_for(&site, &secrets);
     let table = dns_ok(
         &site,
@@ -288,7 +286,7 @@ Reverse DNS (PTR): set it in your VPS provider's panel
 fn example_json_snapshot() {
     let tmp = ok(tempfile::tempdir());
     let secrets = tmp.path().join("secrets");
-    let site = common::example_site();
+    let site = testkit::example_site();
     let keys = store_for(&site, &secrets);
     let printed = dns_ok(
         &site,

@@ -9,8 +9,6 @@
 //! like a version. A statically linked program (Go without cgo, or static-pie) names no
 //! library and needs nothing from the system's glibc.
 
-mod common;
-
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -178,10 +176,10 @@ fn elf_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// The overlay of the bundled example, built and unpacked into `dir/root`.
 fn built_overlay(dir: &Path) -> PathBuf {
     let out = dir.join("out");
-    let secrets = common::example_secrets(dir);
-    common::mailbake_build(&common::example_site(), &secrets, &out);
+    let secrets = testkit::example_secrets(dir);
+    testkit::mailbake_build(&testkit::example_site(), &secrets, &out);
     let root = dir.join("root");
-    common::unpack_overlay(&out, &root);
+    testkit::unpack_overlay(&out, &root);
     root
 }
 
@@ -257,7 +255,7 @@ fn every_elf_file_in_the_overlay_runs_on_ubuntu_22_04_glibc() {
 /// program (the host's ldconfig) has a dynamic section yet needs nothing.
 #[test]
 fn the_guard_flags_a_newer_need_and_passes_a_static_program() {
-    let util = common::chasquid_util();
+    let util = testkit::chasquid_util();
     let data = std::fs::read(&util).expect("read chasquid-util");
     let needs = elf_needs(&util, &data).expect("chasquid-util is ELF");
     assert!(needs.is_dynamic(), "{needs:?}");

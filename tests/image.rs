@@ -20,9 +20,7 @@ const MOTD_MARKER: &str = "MAILBAKE-MOTD-MARKER-7f3a";
 const CONSOLE_MARKER: &str = "MAILBAKE-OVERLAY-MARKER-7f3a";
 const SMTP_BANNER: &str = "220 mbtest ESMTP mailbake-test-banner";
 
-mod common;
-
-use common::{repo, run};
+use testkit::{repo, run};
 
 /// Builds (or reuses) the cached Debian 12 base; returns its path.
 fn base_tarball() -> PathBuf {

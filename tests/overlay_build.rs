@@ -1,7 +1,5 @@
 //! `mailbake build`: the overlay is byte-for-byte reproducible, and sensitive to its inputs.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -15,7 +13,7 @@ fn shared_secrets() -> &'static Path {
     STORE
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
-            common::example_secrets(dir.path());
+            testkit::example_secrets(dir.path());
             dir
         })
         .path()
@@ -24,7 +22,7 @@ fn shared_secrets() -> &'static Path {
 fn build_in(cwd: &Path, umask: &str, tz: &str, out: &Path, extra: &[&str]) -> String {
     let mut args = vec![
         "build".to_string(),
-        common::example_site().display().to_string(),
+        testkit::example_site().display().to_string(),
         "--secrets".to_string(),
         shared_secrets().join("secrets").display().to_string(),
         "--out".to_string(),
@@ -115,7 +113,7 @@ fn changing_one_byte_of_one_template_changes_the_overlay_and_only_that_file() {
     let layers = dir.path().join("layers");
     let copy = Command::new("cp")
         .arg("-a")
-        .arg(common::repo().join("layers"))
+        .arg(testkit::repo().join("layers"))
         .arg(&layers)
         .status()
         .unwrap();
@@ -169,8 +167,8 @@ fn changing_one_byte_of_one_template_changes_the_overlay_and_only_that_file() {
 fn the_overlay_ships_chasquid_1_19_or_newer_from_the_pinned_package() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    common::mailbake_build(
-        &common::example_site(),
+    testkit::mailbake_build(
+        &testkit::example_site(),
         &shared_secrets().join("secrets"),
         &out,
     );
@@ -212,7 +210,7 @@ fn a_bad_site_writes_nothing() {
     let site = dir.path().join("site.yaml");
     fs::write(
         &site,
-        fs::read_to_string(common::example_site())
+        fs::read_to_string(testkit::example_site())
             .unwrap()
             .replace("users: [i]", "users: [I]"),
     )

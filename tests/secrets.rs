@@ -1,6 +1,6 @@
 //! The secrets store against the real consumer: the chasquid-util we ship.
 //!
-//! chasquid-util comes from the pinned package (see `common::chasquid_bin_dir`).
+//! chasquid-util comes from the pinned package (see `testkit::chasquid_bin_dir`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
@@ -17,10 +17,8 @@ use rsa::pkcs8::{EncodePrivateKey as _, LineEnding};
 
 const DOMAIN: &str = "example.com";
 
-mod common;
-
 fn chasquid_util() -> PathBuf {
-    common::chasquid_util()
+    testkit::chasquid_util()
 }
 
 fn run_chasquid_util(config_dir: &Path, args: &[&str]) -> Output {

@@ -1,7 +1,5 @@
 //! `mailbake user` and `mailbake dkim` against a site and a store in a temporary directory.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -31,7 +29,7 @@ fn text(out: &Output) -> String {
 #[test]
 fn users_are_added_listed_checked_and_removed() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(common::example_site(), dir.path().join("site.yaml")).unwrap();
+    std::fs::copy(testkit::example_site(), dir.path().join("site.yaml")).unwrap();
     let add = |addr: &str, pw: &str| {
         mailbake(
             dir.path(),
@@ -72,7 +70,7 @@ fn users_are_added_listed_checked_and_removed() {
         !stored.contains("a long enough password"),
         "plaintext never stored"
     );
-    let auth = Command::new(common::chasquid_util())
+    let auth = Command::new(testkit::chasquid_util())
         .arg(format!("-C={}", dir.path().join("cfg").display()))
         .args([
             "authenticate",
@@ -85,7 +83,7 @@ fn users_are_added_listed_checked_and_removed() {
     assert!(!auth.status.success(), "no config dir yet: must fail");
     std::fs::create_dir_all(dir.path().join("cfg/domains/example.com")).unwrap();
     std::fs::write(dir.path().join("cfg/domains/example.com/users"), &stored).unwrap();
-    let auth = Command::new(common::chasquid_util())
+    let auth = Command::new(testkit::chasquid_util())
         .arg(format!("-C={}", dir.path().join("cfg").display()))
         .args([
             "authenticate",
@@ -115,7 +113,7 @@ fn users_are_added_listed_checked_and_removed() {
 #[test]
 fn dkim_keys_are_generated_once_and_rotation_keeps_the_old_selectors() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(common::example_site(), dir.path().join("site.yaml")).unwrap();
+    std::fs::copy(testkit::example_site(), dir.path().join("site.yaml")).unwrap();
     let keygen = mailbake(
         dir.path(),
         &["dkim", "keygen", "site.yaml", "example.com"],

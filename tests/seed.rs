@@ -5,8 +5,6 @@
 //! Needs root (chroot, and the base tarball is built with mmdebstrap's root mode). Secrets
 //! come from a store each test creates; nothing secret is committed.
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -275,7 +273,7 @@ fn base_root() -> PathBuf {
             nix_is_root(),
             "the seed tests chroot into the Debian test base and must run as root"
         );
-        let out = Command::new(common::repo().join("qemu-tests/base/build.sh"))
+        let out = Command::new(testkit::repo().join("qemu-tests/base/build.sh"))
             .output()
             .expect("qemu-tests/base/build.sh runs");
         assert!(
@@ -408,7 +406,7 @@ fn cloud_init_accepts_user_data_and_netplan_renders_network_config() {
             "{host}: cloud-init wrote no netplan file"
         );
         fs::copy(
-            common::repo().join("layers/base/etc/netplan/01-mailbake-defaults.yaml"),
+            testkit::repo().join("layers/base/etc/netplan/01-mailbake-defaults.yaml"),
             netplan_dir.join("01-mailbake-defaults.yaml"),
         )
         .unwrap();

@@ -2,8 +2,6 @@
 //! (465) and STARTTLS (587) is accepted and the message lands in chasquid's queue; a wrong
 //! password is refused with a clear error and exit 1; the password never appears in the output.
 
-mod common;
-
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -36,7 +34,7 @@ fn install_certificate(config_dir: &Path, name: &str, dir: &Path) -> PathBuf {
 }
 
 struct Server {
-    chasquid: common::Chasquid,
+    chasquid: testkit::Chasquid,
     ca: PathBuf,
     state: PathBuf,
     _dir: tempfile::TempDir,
@@ -45,10 +43,10 @@ struct Server {
 fn server() -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
-    let secrets = common::example_secrets(dir.path());
-    common::mailbake_build(&common::example_site(), &secrets, &out);
+    let secrets = testkit::example_secrets(dir.path());
+    testkit::mailbake_build(&testkit::example_site(), &secrets, &out);
     let root = dir.path().join("root");
-    common::unpack_overlay(&out, &root);
+    testkit::unpack_overlay(&out, &root);
     let config_dir = root.join("etc/chasquid");
     let ca = install_certificate(&config_dir, "smtp.example.com", dir.path());
     let users = SecretStore::open(&secrets)
@@ -58,7 +56,7 @@ fn server() -> Server {
         .expect("users file");
     std::fs::write(config_dir.join("domains/example.com/users"), users).expect("users");
     let state = dir.path().join("state");
-    let chasquid = common::Chasquid::start(&root, &state, "smtp.example.com");
+    let chasquid = testkit::Chasquid::start(&root, &state, "smtp.example.com");
     Server {
         chasquid,
         ca,
@@ -72,7 +70,7 @@ fn server() -> Server {
 fn send_test(port: &str, connect: u16, ca: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailbake"));
     cmd.arg("send-test")
-        .arg(common::example_site())
+        .arg(testkit::example_site())
         .args([
             "--from",
             "i@example.com",
@@ -140,9 +138,9 @@ fn message_id(stdout: &str) -> String {
 
 fn assert_no_secret(text: &str) {
     let blob = base64::engine::general_purpose::STANDARD
-        .encode(format!("\0i@example.com\0{}", common::EXAMPLE_PASSWORD));
+        .encode(format!("\0i@example.com\0{}", testkit::EXAMPLE_PASSWORD));
     assert!(
-        !text.contains(common::EXAMPLE_PASSWORD),
+        !text.contains(testkit::EXAMPLE_PASSWORD),
         "the password leaked:\n{text}"
     );
     assert!(!text.contains(&blob), "the AUTH blob leaked:\n{text}");
@@ -155,7 +153,7 @@ fn send_test_submits_over_465_and_587_and_the_message_is_queued() {
         ("465", server.chasquid.submission_tls),
         ("587", server.chasquid.submission),
     ] {
-        let out = send(&server, port, connect, common::EXAMPLE_PASSWORD);
+        let out = send(&server, port, connect, testkit::EXAMPLE_PASSWORD);
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -227,7 +225,7 @@ fn an_unverifiable_certificate_stops_before_the_password_is_sent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let other = install_certificate(&dir.path().join("x"), "smtp.example.com", dir.path());
     let out = send_test("465", server.chasquid.submission_tls, &other)
-        .env("MAILBAKE_SMTP_PASSWORD", common::EXAMPLE_PASSWORD)
+        .env("MAILBAKE_SMTP_PASSWORD", testkit::EXAMPLE_PASSWORD)
         .stdin(Stdio::null())
         .output()
         .expect("mailbake runs");
@@ -260,7 +258,7 @@ fn the_password_never_comes_from_the_command_line() {
     // Without a terminal, stdin or the variable, it says where a password can come from.
     let out = Command::new(env!("CARGO_BIN_EXE_mailbake"))
         .arg("send-test")
-        .arg(common::example_site())
+        .arg(testkit::example_site())
         .args([
             "--from",
             "i@example.com",

@@ -4,10 +4,6 @@
 //! addresses are documentation addresses that must never be dialled from this machine (the
 //! SMTP checks have their own tests against a local server, and the boot tests' network).
 
-mod common;
-#[path = "../qemu-tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -35,7 +31,7 @@ fn mailbake(args: &[&str]) -> Output {
 
 /// The zones a build wrote (`dns/<zone>.zone`), each wrapped with a SOA and NS, plus the one
 /// outside zone the example's SPF includes.
-fn zones(out: &Path, skip: &dyn Fn(&str) -> bool) -> Vec<support::Zone> {
+fn zones(out: &Path, skip: &dyn Fn(&str) -> bool) -> Vec<testkit::Zone> {
     let mut zones = Vec::new();
     for entry in std::fs::read_dir(out.join("dns")).expect("dns/") {
         let path = entry.expect("entry").path();
@@ -51,9 +47,9 @@ fn zones(out: &Path, skip: &dyn Fn(&str) -> bool) -> Vec<support::Zone> {
             .lines()
             .filter(|l| !l.starts_with('$') && !skip(l))
             .collect();
-        zones.push(support::Zone::from_records(origin, &lines));
+        zones.push(testkit::Zone::from_records(origin, &lines));
     }
-    zones.push(support::Zone::from_records(
+    zones.push(testkit::Zone::from_records(
         "google.com",
         &["_spf IN TXT \"v=spf1 ip4:192.0.2.0/24 -all\""],
     ));
@@ -68,9 +64,9 @@ struct Deployment {
 
 fn deployment() -> Deployment {
     let dir = tempfile::tempdir().expect("tempdir");
-    let secrets = common::example_secrets(dir.path());
+    let secrets = testkit::example_secrets(dir.path());
     let out = dir.path().join("out");
-    common::mailbake_build(&common::example_site(), &secrets, &out);
+    testkit::mailbake_build(&testkit::example_site(), &secrets, &out);
     Deployment {
         out,
         secrets,
@@ -78,9 +74,9 @@ fn deployment() -> Deployment {
     }
 }
 
-fn verify_json(dns: &support::Dns, secrets: &Path) -> (Output, Value) {
+fn verify_json(dns: &testkit::Dns, secrets: &Path) -> (Output, Value) {
     let resolver = dns.addr().to_string();
-    let site = common::example_site();
+    let site = testkit::example_site();
     let mut args = vec![
         "verify",
         site.to_str().expect("utf-8 path"),
@@ -117,8 +113,8 @@ fn check<'a>(json: &'a Value, subject: &str) -> &'a Value {
 #[test]
 fn verify_passes_a_correct_deployment_and_fails_a_wrong_ipv6_ptr() {
     let d = deployment();
-    let port = support::free_port().expect("free port");
-    let dns = support::Dns::start(support::loopback(port), &zones(&d.out, &|_| false))
+    let port = testkit::free_port();
+    let dns = testkit::Dns::start(testkit::loopback(port), &zones(&d.out, &|_| false))
         .unwrap_or_else(|e| panic!("{e}"));
     let (out, json) = verify_json(&dns, &d.secrets);
     assert!(out.status.success(), "exit {:?}: {json:#}", out.status);
@@ -148,9 +144,9 @@ fn verify_passes_a_correct_deployment_and_fails_a_wrong_ipv6_ptr() {
     drop(dns);
 
     // The same deployment with its IPv6 PTR missing from the reverse zone.
-    let port = support::free_port().expect("free port");
-    let dns = support::Dns::start(
-        support::loopback(port),
+    let port = testkit::free_port();
+    let dns = testkit::Dns::start(
+        testkit::loopback(port),
         &zones(&d.out, &|line| {
             line.contains("ip6.arpa") && line.contains("PTR")
         }),
@@ -195,12 +191,12 @@ fn keys(v: &Value) -> BTreeSet<String> {
 #[test]
 fn the_json_report_has_exactly_the_documented_fields() {
     let doc =
-        std::fs::read_to_string(common::repo().join("docs/verify.md")).expect("docs/verify.md");
+        std::fs::read_to_string(testkit::repo().join("docs/verify.md")).expect("docs/verify.md");
     // The outbound section needs no DNS: the report is complete without a resolver's answer.
     let dir = tempfile::tempdir().expect("tempdir");
     let out = mailbake(&[
         "verify",
-        common::example_site().to_str().expect("utf-8"),
+        testkit::example_site().to_str().expect("utf-8"),
         "--only",
         "outbound",
         "--format",
@@ -235,7 +231,7 @@ fn the_json_report_has_exactly_the_documented_fields() {
 
 #[test]
 fn bad_usage_exits_2_and_names_the_option() {
-    let site = common::example_site();
+    let site = testkit::example_site();
     let site = site.to_str().expect("utf-8");
     for (args, words) in [
         (vec!["verify", site, "--only", "everything"], "everything"),

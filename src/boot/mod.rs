@@ -1,9 +1,11 @@
 //! Booting a disk image in QEMU the way the VPS provider does: SeaBIOS → GRUB → Linux from the
 //! disk (no `-kernel`), with the cloud-init seed as a second drive, under TCG by default.
 //!
-//! Networking is QEMU's user-mode stack (slirp), so guest traffic never leaves the process: the
-//! guest reaches the host's loopback as 10.0.2.2 and the mail and SSH ports are forwarded to
-//! `127.0.0.1:<port>` only. IPv6 is on in slirp so the guest's IPv6 configuration is exercised.
+//! Networking is QEMU's user-mode stack (slirp) by default, so guest traffic never leaves the
+//! process: the guest reaches the host's loopback as 10.0.2.2 and the mail and SSH ports are
+//! forwarded to `127.0.0.1:<port>` only. IPv6 is on in slirp so the guest's IPv6 configuration
+//! is exercised. The boot tests instead plug the guest into a tap device of a network namespace
+//! they made ([`Network::Tap`] with [`VmOptions::netns`]), where it has the site's own addresses.
 //!
 //! A [`Vm`] owns the QEMU process: dropping it stops QEMU, so a failing test never leaves a
 //! guest behind.
@@ -33,6 +35,17 @@ pub enum Accel {
     Kvm,
 }
 
+/// The guest's network card.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Network {
+    /// QEMU's user-mode network with [`VmOptions::guest_ports`] forwarded to loopback.
+    #[default]
+    User,
+    /// An existing tap device (`-netdev tap,ifname=…,script=no,downscript=no`): no user
+    /// network, no forwards; whoever made the tap decides where it leads.
+    Tap { ifname: String },
+}
+
 /// How to start a [`Vm`].
 #[derive(Debug, Clone)]
 pub struct VmOptions {
@@ -51,6 +64,9 @@ pub struct VmOptions {
     /// boot must not change the artifact that gets uploaded). Guest reboots keep the changes.
     pub snapshot: bool,
     pub qemu: PathBuf,
+    pub network: Network,
+    /// Run QEMU inside this network namespace (`ip netns exec NAME`), where its tap lives.
+    pub netns: Option<String>,
 }
 
 impl VmOptions {
@@ -66,6 +82,8 @@ impl VmOptions {
             guest_ports: DEFAULT_GUEST_PORTS.to_vec(),
             snapshot: true,
             qemu: PathBuf::from("qemu-system-x86_64"),
+            network: Network::User,
+            netns: None,
         }
     }
 }
@@ -175,18 +193,17 @@ impl Vm {
         // Create it now so a reader never races QEMU's open.
         File::create(&serial_log).map_err(io_err(&serial_log))?;
 
-        let forwards = host_ports(opts)?;
-        // Both named: naming only `ipv6=on` makes QEMU turn IPv4 off (no DHCP lease, no forwards).
-        let mut netdev = String::from("user,id=net0,ipv4=on,ipv6=on");
-        for (guest, host) in &forwards {
-            netdev.push_str(&format!(
-                ",hostfwd=tcp:{}:{}-:{guest}",
-                host.ip(),
-                host.port()
-            ));
-        }
+        let (netdev, forwards) = netdev(opts)?;
         let disk = disk_drive(opts, format);
-        let mut cmd = Command::new(&opts.qemu);
+        let mut cmd = match &opts.netns {
+            // `ip` execs QEMU itself: the child's pid is QEMU's.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&opts.qemu);
+                c
+            }
+            None => Command::new(&opts.qemu),
+        };
         cmd.args(["-nodefaults", "-no-user-config", "-display", "none"])
             .args(["-machine", "pc"])
             .args([
@@ -243,6 +260,11 @@ impl Vm {
                 let list: Vec<String> = self.forwards.iter().map(|(g, _)| g.to_string()).collect();
                 BootError::NotForwarded(guest_port, list.join(", "))
             })
+    }
+
+    /// QEMU's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// All (guest port, host address) pairs.
@@ -434,6 +456,33 @@ fn smtp_greeting(addr: SocketAddr) -> Option<String> {
 /// QEMU splits `-drive` options on commas; a comma in a path is written as `,,`.
 fn qemu_path(p: &Path) -> String {
     p.display().to_string().replace(',', ",,")
+}
+
+/// The `-netdev` argument and the forwarded ports (none on a tap).
+fn netdev(opts: &VmOptions) -> Result<(String, Vec<(u16, SocketAddr)>), BootError> {
+    match &opts.network {
+        Network::User => {
+            let forwards = host_ports(opts)?;
+            // Both named: naming only `ipv6=on` makes QEMU turn IPv4 off (no DHCP lease, no
+            // forwards).
+            let mut netdev = String::from("user,id=net0,ipv4=on,ipv6=on");
+            for (guest, host) in &forwards {
+                netdev.push_str(&format!(
+                    ",hostfwd=tcp:{}:{}-:{guest}",
+                    host.ip(),
+                    host.port()
+                ));
+            }
+            Ok((netdev, forwards))
+        }
+        Network::Tap { ifname } => Ok((
+            format!(
+                "tap,id=net0,ifname={},script=no,downscript=no",
+                ifname.replace(',', ",,")
+            ),
+            Vec::new(),
+        )),
+    }
 }
 
 /// Picks the loopback host port for each guest port.

@@ -2,8 +2,7 @@
 //! the shipped scripts under `sh`, the pinned chasquid on loopback or in a network namespace,
 //! openssl as the TLS client, systemd-analyze for the units.
 
-#[path = "../common/mod.rs"]
-mod common;
+use testkit as common;
 
 mod acme_quoting;
 mod auth_guard;

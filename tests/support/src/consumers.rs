@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: the real programs they check our output against.
-#![allow(dead_code)]
+//! The real programs the integration tests check mailbake's output with: the chasquid and
+//! chasquid-util binaries of the pinned package, `mailbake build`, and the example site.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -8,10 +8,7 @@ use std::sync::OnceLock;
 
 use mailbake::fetch::{self, Cache, Lock};
 
-/// The repository root (where `packages.lock`, `layers/` and `examples/` live).
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::{free_port, repo};
 
 /// The bundled example site file.
 pub fn example_site() -> PathBuf {
@@ -97,7 +94,7 @@ pub fn example_secrets(dir: &Path) -> PathBuf {
 /// Runs `mailbake build SITE --out OUT --secrets SECRETS` and panics with its output if it
 /// fails.
 pub fn mailbake_build(site: &Path, secrets: &Path, out: &Path) {
-    let result = std::process::Command::new(env!("CARGO_BIN_EXE_mailbake"))
+    let result = std::process::Command::new(crate::mailbake_bin())
         .arg("build")
         .arg(site)
         .arg("--secrets")
@@ -113,14 +110,6 @@ pub fn mailbake_build(site: &Path, secrets: &Path, out: &Path) {
     );
 }
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// `overlay.tar` from a build, unpacked into `root`.
 pub fn unpack_overlay(out: &Path, root: &Path) {
     fs::create_dir_all(root).expect("mkdir root");
@@ -132,59 +121,6 @@ pub fn unpack_overlay(out: &Path, root: &Path) {
         .status()
         .expect("tar runs");
     assert!(status.success(), "unpacking overlay.tar failed");
-}
-
-/// Runs `cmd`, panics with its status and output if it fails, returns its stdout.
-pub fn run(cmd: &mut std::process::Command) -> String {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A self-signed P-256 certificate for `names` (the first is the subject) written as
-/// `cert` and `key`.
-pub fn self_signed_certificate(cert: &Path, key: &Path, names: &[&str], days: u32) {
-    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
-    run(std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args(["-days", &days.to_string()])
-        .arg("-subj")
-        .arg(format!("/CN={}", names[0]))
-        .arg("-addext")
-        .arg(format!("subjectAltName={}", sans.join(",")))
-        .arg("-keyout")
-        .arg(key)
-        .arg("-out")
-        .arg(cert));
-}
-
-/// A throw-away self-signed certificate for `name` in chasquid's layout.
-pub fn throwaway_certificate(config_dir: &Path, name: &str) {
-    let dir = config_dir.join("certs").join(name);
-    fs::create_dir_all(&dir).expect("mkdir certs");
-    self_signed_certificate(
-        &dir.join("fullchain.pem"),
-        &dir.join("privkey.pem"),
-        &[name],
-        2,
-    );
 }
 
 /// The shipped chasquid running from an unpacked overlay on loopback ports; killed on drop.

@@ -70,37 +70,43 @@ impl Message {
 
     /// Unfolded values of every header field named `name` (case-insensitive), in order.
     pub fn headers(&self, name: &str) -> Vec<String> {
-        let text = self.text();
-        let head = match text.find("\r\n\r\n").or_else(|| text.find("\n\n")) {
-            Some(end) => &text[..end],
-            None => &text[..],
-        };
-        let mut fields: Vec<String> = Vec::new();
-        for line in head.lines() {
-            if line.starts_with([' ', '\t']) {
-                if let Some(last) = fields.last_mut() {
-                    last.push(' ');
-                    last.push_str(line.trim());
-                }
-            } else {
-                fields.push(line.to_string());
-            }
-        }
-        fields
-            .iter()
-            .filter_map(|f| {
-                let (n, v) = f.split_once(':')?;
-                n.trim()
-                    .eq_ignore_ascii_case(name)
-                    .then(|| v.trim().to_string())
-            })
-            .collect()
+        header_values(&self.data, name)
     }
 
     /// First value of header `name`.
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers(name).into_iter().next()
     }
+}
+
+/// Unfolded values of every header field named `name` (case-insensitive) of the message
+/// `data`, in order.
+pub fn header_values(data: &[u8], name: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(data);
+    let head = match text.find("\r\n\r\n").or_else(|| text.find("\n\n")) {
+        Some(end) => &text[..end],
+        None => &text[..],
+    };
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = fields.last_mut() {
+                last.push(' ');
+                last.push_str(line.trim());
+            }
+        } else {
+            fields.push(line.to_string());
+        }
+    }
+    fields
+        .iter()
+        .filter_map(|f| {
+            let (n, v) = f.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+        .collect()
 }
 
 impl fmt::Display for Message {

@@ -4,6 +4,9 @@
 //! NXDOMAIN with SOA) it meets on the internet.
 //!
 //! Nothing recursive: the guest must be pointed at this server for the test zones only.
+//!
+//! It runs on the host's loopback ([`Dns::start`], for tests without a guest) or inside the
+//! test network on the addresses of [`crate::topology::DNS4`] and `DNS6` ([`Dns::start_in`]).
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -16,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-/// Address the name server record of [`zone_text`] points at: the host as the guest sees it.
-pub const GUEST_HOST_ADDR: &str = "10.0.2.2";
+use crate::netns::Netns;
+use crate::topology::DNS4;
 
 /// How long [`Dns::start`] waits for every zone to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -86,7 +89,7 @@ impl Zone {
 
 /// A complete zone file for `origin` around `records` (zone-file lines, names relative to the
 /// origin or absolute with a trailing dot): `$ORIGIN`, `$TTL 300`, a SOA and one NS
-/// `mailbake-ns.<origin>` with the address [`GUEST_HOST_ADDR`] (named refuses an in-zone NS
+/// `mailbake-ns.<origin>` with the address [`DNS4`] (named refuses an in-zone NS
 /// without an address). The short TTLs keep a guest from caching across a record change.
 pub fn zone_text<S: AsRef<str>>(origin: &str, records: &[S]) -> String {
     let origin = format!("{}.", origin.trim_end_matches('.'));
@@ -94,7 +97,7 @@ pub fn zone_text<S: AsRef<str>>(origin: &str, records: &[S]) -> String {
         "$ORIGIN {origin}\n$TTL 300\n\
          @ IN SOA mailbake-ns.{origin} hostmaster.{origin} ( 1 3600 600 86400 60 )\n\
          @ IN NS mailbake-ns.{origin}\n\
-         mailbake-ns IN A {GUEST_HOST_ADDR}\n"
+         mailbake-ns IN A {DNS4}\n"
     );
     for r in records {
         let _ = writeln!(text, "{}", r.as_ref());
@@ -105,7 +108,10 @@ pub fn zone_text<S: AsRef<str>>(origin: &str, records: &[S]) -> String {
 /// A running `named`; dropping it kills named.
 pub struct Dns {
     child: Option<Child>,
-    addr: SocketAddr,
+    /// Where named listens; the first is the one [`Dns::dig`] and the readiness check ask.
+    addrs: Vec<SocketAddr>,
+    /// The test network it runs in, if any.
+    netns: Option<Netns>,
     log: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -115,16 +121,36 @@ impl Dns {
     /// returns once every zone answers its SOA authoritatively. Fails with the reason and named's
     /// log if the port is taken, a zone does not load or named does not answer in time.
     pub fn start(addr: SocketAddr, zones: &[Zone]) -> Result<Dns, String> {
+        Dns::start_at(None, vec![addr], zones)
+    }
+
+    /// Starts `named` inside the test network on `addrs` (all on one port), as [`Dns::start`].
+    pub fn start_in(net: &Netns, addrs: &[SocketAddr], zones: &[Zone]) -> Result<Dns, String> {
+        Dns::start_at(Some(net.clone()), addrs.to_vec(), zones)
+    }
+
+    fn start_at(
+        netns: Option<Netns>,
+        addrs: Vec<SocketAddr>,
+        zones: &[Zone],
+    ) -> Result<Dns, String> {
         if zones.is_empty() {
             return Err("Dns::start: no zones given".into());
         }
-        port_is_free(addr)?;
+        if addrs.is_empty() || addrs.iter().any(|a| a.port() != addrs[0].port()) {
+            return Err(format!(
+                "Dns::start: addresses on one port needed, not {addrs:?}"
+            ));
+        }
+        within(netns.as_ref(), || {
+            addrs.iter().try_for_each(|a| port_is_free(*a))
+        })?;
         let dir = tempfile::Builder::new()
             .prefix("mailbake-dns-")
             .tempdir()
             .map_err(|e| format!("cannot create a temp dir for named: {e}"))?;
         let conf = dir.path().join("named.conf");
-        fs::write(&conf, named_conf(dir.path(), addr, zones)?)
+        fs::write(&conf, named_conf(dir.path(), &addrs, zones)?)
             .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
         for (i, z) in zones.iter().enumerate() {
             let path = dir.path().join(zone_file_name(i));
@@ -155,7 +181,10 @@ impl Dns {
         let log_err = log_file
             .try_clone()
             .map_err(|e| format!("cannot duplicate {}: {e}", log.display()))?;
-        let mut cmd = Command::new("named");
+        let mut cmd = match &netns {
+            Some(net) => net.command("named"),
+            None => Command::new("named"),
+        };
         // -g: foreground, log to stderr (our file); -u root: this machine runs tests as root and
         // the temp dir is root's; -n 2: a test server needs no thread per CPU.
         cmd.args(["-g", "-u", "root", "-n", "2", "-c"])
@@ -164,7 +193,8 @@ impl Dns {
             .stdout(log_file)
             .stderr(log_err);
         // SAFETY: prctl is async-signal-safe. If the test process dies without running Drop
-        // (abort, SIGKILL), named dies too instead of holding port 53 for the next run. The
+        // (abort, SIGKILL), named dies too instead of holding port 53 for the next run (the
+        // setting survives `ip netns exec`, which execs named in the same process). The
         // signal fires when the *thread* that started named exits, so keep a Dns in the thread
         // (test) that uses it.
         unsafe {
@@ -178,7 +208,8 @@ impl Dns {
             .map_err(|e| format!("cannot run named (package bind9): {e}"))?;
         let mut dns = Dns {
             child: Some(child),
-            addr,
+            addrs,
+            netns,
             log,
             dir,
         };
@@ -199,14 +230,15 @@ impl Dns {
                         self.log()
                     ));
                 }
-                let last = match soa_query(self.addr, &z.origin) {
+                let addr = self.addr();
+                let last = match within(self.netns.as_ref(), || soa_query(addr, &z.origin)) {
                     Ok(()) => break,
                     Err(e) => e,
                 };
                 if Instant::now() > deadline {
                     return Err(format!(
                         "named on {} did not answer the SOA of {} within {:?} (last: {last}):\n{}",
-                        self.addr,
+                        self.addr(),
                         z.origin,
                         START_TIMEOUT,
                         self.log()
@@ -218,9 +250,9 @@ impl Dns {
         Ok(())
     }
 
-    /// Where named listens.
+    /// Where named listens (the first address).
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.addrs[0]
     }
 
     /// named's log so far (for a failing test's message).
@@ -237,17 +269,22 @@ impl Dns {
     /// `dig +short` against this server: the answer's records, one string each (TXT as
     /// dig prints it, quoted strings separated by spaces). Needs `dig` (bind9-dnsutils).
     pub fn dig(&self, name: &str, rtype: &str) -> Result<Vec<String>, String> {
-        let out = Command::new("dig")
+        let addr = self.addr();
+        let mut dig = match &self.netns {
+            Some(net) => net.command("dig"),
+            None => Command::new("dig"),
+        };
+        let out = dig
             .args(["+short", "+norecurse", "+time=2", "+tries=2"])
-            .arg(format!("@{}", self.addr.ip()))
-            .args(["-p", &self.addr.port().to_string(), name, rtype])
+            .arg(format!("@{}", addr.ip()))
+            .args(["-p", &addr.port().to_string(), name, rtype])
             .output()
             .map_err(|e| format!("cannot run dig (package bind9-dnsutils): {e}"))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || stdout.starts_with(";;") {
             return Err(format!(
                 "dig {name} {rtype} @{} failed ({}): {stdout}{}\nnamed log:\n{}",
-                self.addr,
+                addr,
                 out.status,
                 String::from_utf8_lossy(&out.stderr),
                 self.log()
@@ -263,6 +300,14 @@ impl Drop for Dns {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Runs `f` inside `netns` when given, else here.
+fn within<R: Send>(netns: Option<&Netns>, f: impl FnOnce() -> R + Send) -> R {
+    match netns {
+        Some(net) => net.enter(f),
+        None => f(),
     }
 }
 
@@ -287,16 +332,24 @@ fn quoted(s: &str) -> Result<String, String> {
     Ok(format!("\"{s}\""))
 }
 
-fn named_conf(dir: &Path, addr: SocketAddr, zones: &[Zone]) -> Result<String, String> {
+fn named_conf(dir: &Path, addrs: &[SocketAddr], zones: &[Zone]) -> Result<String, String> {
     let d = dir
         .to_str()
         .ok_or_else(|| format!("temp dir {} is not UTF-8", dir.display()))?;
-    let (v4, v6) = if addr.is_ipv4() {
-        (format!("{{ {}; }}", addr.ip()), "{ none; }".to_string())
-    } else {
-        ("{ none; }".to_string(), format!("{{ {}; }}", addr.ip()))
+    let list = |v6: bool| {
+        let ips: Vec<String> = addrs
+            .iter()
+            .filter(|a| a.is_ipv6() == v6)
+            .map(|a| format!("{};", a.ip()))
+            .collect();
+        if ips.is_empty() {
+            "{ none; }".to_string()
+        } else {
+            format!("{{ {} }}", ips.join(" "))
+        }
     };
-    let port = addr.port();
+    let (v4, v6) = (list(false), list(true));
+    let port = addrs[0].port();
     // Everything named would write lives in the temp dir; no rndc channel (controls {}), no
     // recursion and no DNSSEC validation: it only answers for its own zones.
     let mut conf = format!(
