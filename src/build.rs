@@ -21,6 +21,7 @@ use anyhow::Context;
 use crate::fetch::{self, Cache, Lock};
 use crate::output::{self, OutputFile, Written};
 use crate::overlay::{self, PackagePayload, archive};
+use crate::shipped;
 use crate::template::SiteContext;
 use crate::{dns, secrets, seed, site};
 
@@ -28,9 +29,11 @@ use crate::{dns, secrets, seed, site};
 pub struct BuildOptions {
     pub site: PathBuf,
     pub out: PathBuf,
-    pub lock: PathBuf,
+    /// The lock file; `None`: the one built into mailbake ([`crate::shipped`]).
+    pub lock: Option<PathBuf>,
     pub cache: Option<PathBuf>,
-    pub layers: PathBuf,
+    /// The layers directory; `None`: the layers built into mailbake.
+    pub layers: Option<PathBuf>,
     /// The secrets store the seeds copy users, DKIM keys and credentials from
     /// (usually [`crate::secrets::SecretStore::default_path`] of the site file).
     pub secrets: PathBuf,
@@ -58,10 +61,12 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
         loaded.site.hosts.len()
     );
     let store = secrets::open_for_site(&loaded, &opts.secrets)?;
-    let lock = Lock::load(&opts.lock)?;
+    let lock = shipped::lock(opts.lock.as_deref())?;
     let context = SiteContext::for_site(&loaded)?;
-    let layers = overlay::render(&context, &opts.layers)
-        .with_context(|| format!("rendering the layers in {}", opts.layers.display()))?;
+    let layers_tree = shipped::layers(opts.layers.as_deref())?;
+    let layers_dir = layers_tree.root();
+    let layers = overlay::render(&context, &layers_tree)
+        .with_context(|| format!("rendering the layers in {}", layers_dir.display()))?;
     let seeds = seed::build(&loaded, &context, store.as_ref())?;
     let _ = writeln!(
         progress,
@@ -80,7 +85,7 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
     let packages = load_packages(&lock, opts.cache.as_deref(), progress)?;
     let tree = layers
         .assemble(&packages)
-        .with_context(|| format!("assembling the overlay from {}", opts.layers.display()))?;
+        .with_context(|| format!("assembling the overlay from {}", layers_dir.display()))?;
     let tar = archive::tar(&tree, opts.source_date_epoch).context("writing overlay.tar")?;
     let tar_gz = archive::gzip(&tar).context("compressing overlay.tar")?;
     let manifest = archive::manifest(&tree);

@@ -19,12 +19,13 @@
 //!   credentials, opened by one rule, [`secrets::open_for_site`]) and [`fetch`] (the pinned
 //!   packages, verified by digest).
 //! - [`overlay`] (what every host shares) and [`seed`] (what each host gets) render the data
-//!   in `layers/` and `cloud-init/` with one engine and one typed context, [`template`].
+//!   in `layers/` and `cloud-init/` with one engine and one typed context, [`template`]. That
+//!   data and `packages.lock` are built into the binary ([`shipped`]).
 //! - [`dns`]: the records the site must publish, DKIM from the store's keys.
 //! - [`build`] runs site → overlay | seed | dns, checking every input first, and writes them
 //!   with [`output`]; [`epoch`] is the one timestamp of every artifact.
 //! - [`image`]: a pinned base root tarball ⊕ the overlay → a bootable disk; [`boot`] runs it
-//!   in QEMU with a host's seed.
+//!   in QEMU with a host's seed; [`terraform`] runs it on a provider, one instance per host.
 //! - [`verify`] checks a deployed site from outside, the way receivers judge it (DNS, PTR,
 //!   SPF evaluated, DKIM against the store, TLS, SMTP policy, DNSBLs); [`send_test`] submits
 //!   one test message.
@@ -38,20 +39,15 @@ pub mod dns;
 pub mod epoch;
 pub mod fetch;
 pub mod image;
+pub mod init;
 pub mod output;
 pub mod overlay;
 pub mod secrets;
 pub mod seed;
 pub mod send_test;
+pub mod shipped;
 pub mod site;
 pub mod template;
+pub mod terraform;
 pub mod verify;
-
-/// Where mailbake finds the files it ships at run time (`layers/`, `packages.lock`):
-/// `$MAILBAKE_DATA_DIR`, else the source tree it was built from. (`cloud-init/` is built in:
-/// see [`seed`].)
-pub fn data_dir() -> std::path::PathBuf {
-    std::env::var_os("MAILBAKE_DATA_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
+pub mod workdir;

@@ -21,7 +21,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate a site file offline and report every problem with its line and column.
+    /// Start a new site: write DIR/site.yaml (one domain, one host, placeholders marked
+    /// REPLACE) and an empty secrets store DIR/secrets/ (0700). Never overwrites anything.
+    Init(mailbake::init::InitArgs),
+    /// Validate a site file offline and report its problems with line and column: every
+    /// broken domain and host entry, every other broken section, and every cross-check
+    /// (a YAML syntax error stops the check where it is).
     Check {
         /// The site file (YAML).
         site: PathBuf,
@@ -51,6 +56,16 @@ enum Command {
     /// Submit one test message with SMTP AUTH over TLS (465, or STARTTLS on 587) and print the
     /// certificate, a transcript, the server's reply and the Message-ID.
     SendTest(mailbake::send_test::SendTestArgs),
+    /// Write a Terraform/OpenTofu configuration that runs the site's hosts on Contabo from an
+    /// image built by `mailbake image`.
+    Terraform(mailbake::terraform::cli::TerraformArgs),
+    /// Print mailbake's version; with --verbose, the digests of the layers, cloud-init
+    /// templates and lock file built into it.
+    Version {
+        /// Also print the digests of the built-in data.
+        #[arg(long, short)]
+        verbose: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -60,13 +75,13 @@ struct BuildArgs {
     /// Output directory; replaced atomically (only if it is empty or an earlier mailbake output).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Lock file pinning the Debian packages [default: packages.lock shipped with mailbake].
+    /// Lock file pinning the Debian packages [default: the packages.lock built into mailbake].
     #[arg(long, value_name = "FILE")]
     lock: Option<PathBuf>,
     /// Package cache [default: $MAILBAKE_CACHE, else $XDG_CACHE_HOME/mailbake, else ~/.cache/mailbake].
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// Layers directory [default: layers/ shipped with mailbake].
+    /// Layers directory [default: the layers/ built into mailbake].
     #[arg(long, value_name = "DIR")]
     layers: Option<PathBuf>,
     /// Secrets store the per-host seeds copy users, DKIM keys and credentials from
@@ -84,6 +99,7 @@ const EXIT_INVALID_SITE: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Init(args) => mailbake::init::run(&args, &mut std::io::stdout()),
         Command::Check { site } => check(&site),
         Command::Build(args) => run_build(args),
         Command::Fetch(args) => mailbake::fetch::cli::run(&args),
@@ -102,6 +118,14 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         Command::SendTest(args) => mailbake::send_test::run(&args),
+        Command::Terraform(args) => mailbake::terraform::cli::run(&args),
+        Command::Version { verbose } => {
+            match verbose {
+                true => print!("{}", mailbake::shipped::describe()),
+                false => println!("mailbake {}", env!("CARGO_PKG_VERSION")),
+            }
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -122,7 +146,6 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 fn run_build(args: BuildArgs) -> anyhow::Result<()> {
-    let data = mailbake::data_dir();
     let secrets = args
         .secrets
         .unwrap_or_else(|| mailbake::secrets::SecretStore::default_path(&args.site));
@@ -130,9 +153,9 @@ fn run_build(args: BuildArgs) -> anyhow::Result<()> {
         secrets,
         site: args.site,
         out: args.out,
-        lock: args.lock.unwrap_or_else(|| data.join("packages.lock")),
+        lock: args.lock,
         cache: args.cache,
-        layers: args.layers.unwrap_or_else(|| data.join("layers")),
+        layers: args.layers,
         source_date_epoch: args.source_date_epoch,
     };
     let report = build::run(&opts, &mut std::io::stderr().lock())?;
@@ -152,6 +175,9 @@ fn report(err: anyhow::Error) -> ExitCode {
         eprint!("{}", errors.render(std::io::stderr().is_terminal()));
         return ExitCode::from(EXIT_INVALID_SITE);
     }
-    eprintln!("error: {err:#}");
+    // Errors can quote bytes from the input (a path inside a garbage archive, a value):
+    // never send raw control characters to the terminal, nor megabytes of them.
+    let text = site::bound_message(&format!("{err:#}"));
+    eprintln!("error: {text}");
     ExitCode::FAILURE
 }

@@ -89,10 +89,11 @@ pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<Vec<Written>, Outp
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io(parent))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".mailbake-out-")
-        .tempdir_in(parent)
-        .map_err(io(parent))?;
+    // Staging directories of runs that were killed (they may hold seeds) go first.
+    crate::workdir::remove_stale(parent, STAGING_PREFIX);
+    crate::workdir::remove_stale(parent, OLD_PREFIX);
+    // 0700 until the output is complete and in place: seeds are written into it.
+    let staging = crate::workdir::create(parent, STAGING_PREFIX).map_err(io(parent))?;
 
     let mut written: Vec<Written> = Vec::with_capacity(files.len());
     for file in files {
@@ -104,9 +105,6 @@ pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<Vec<Written>, Outp
         let target = staging.path().join(&file.path);
         if let Some(dir) = target.parent() {
             fs::create_dir_all(dir).map_err(io(dir))?;
-            if file.mode & 0o077 == 0 {
-                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
-            }
         }
         write_synced(&target, &file.data, file.mode)?;
         written.push(Written {
@@ -125,15 +123,14 @@ pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<Vec<Written>, Outp
         .map(|(path, digest)| format!("{digest}  {path}\n"))
         .collect();
     write_synced(&staging.path().join(SUMS_FILE), sums_text.as_bytes(), 0o644)?;
-    // The staging directory is 0700 from tempfile; the output itself is browsable, secret
-    // subdirectories stay 0700.
-    fs::set_permissions(staging.path(), fs::Permissions::from_mode(0o755))
-        .map_err(io(staging.path()))?;
+    set_directory_modes(staging.path(), files)?;
 
     let staged = staging.keep();
     if dest.exists() {
         // Swap: move the old output aside, the new one in, then delete the old one.
-        let old = parent.join(format!(".mailbake-old-{}", std::process::id()));
+        let old = crate::workdir::create(parent, OLD_PREFIX)
+            .map_err(io(parent))?
+            .keep();
         fs::rename(dest, &old).map_err(io(dest))?;
         if let Err(e) = fs::rename(&staged, dest) {
             let _ = fs::rename(&old, dest);
@@ -145,7 +142,39 @@ pub fn write_dir(dest: &Path, files: &[OutputFile]) -> Result<Vec<Written>, Outp
         let _ = fs::remove_dir_all(&staged);
         return Err(io(dest)(e));
     }
+    // Browsable only once complete; secret subdirectories stay 0700.
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o755)).map_err(io(dest))?;
     Ok(written)
+}
+
+/// Prefix of the staging directory a run writes its output into (pid-tagged, 0700).
+const STAGING_PREFIX: &str = ".mailbake-out-";
+/// Prefix of the previous output while it is swapped out.
+const OLD_PREFIX: &str = ".mailbake-old-";
+
+/// Gives every directory below `root` an explicit mode, so the output does not depend on the
+/// umask (`create_dir_all` honours it): 0700 for a directory that directly holds a secret
+/// (0600) file, 0755 for the others.
+fn set_directory_modes(root: &Path, files: &[OutputFile]) -> Result<(), OutputError> {
+    let mut modes: std::collections::BTreeMap<PathBuf, u32> = std::collections::BTreeMap::new();
+    for file in files {
+        let mut dir = Path::new(&file.path).parent();
+        let mut holder = true;
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            let secret = holder && file.mode & 0o077 == 0;
+            let mode = modes.entry(d.to_path_buf()).or_insert(0o755);
+            if secret {
+                *mode = 0o700;
+            }
+            holder = false;
+            dir = d.parent();
+        }
+    }
+    for (dir, mode) in modes {
+        let path = root.join(dir);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(io(&path))?;
+    }
+    Ok(())
 }
 
 fn is_replaceable(dest: &Path) -> bool {

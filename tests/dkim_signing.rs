@@ -107,6 +107,87 @@ for idx, sig in enumerate(headers):
 print(json.dumps({"signatures": results, "asked": sorted(set(asked))}))
 "#;
 
+/// Unpacks the overlay of the build in `out`, installs what a seed would (the users database
+/// of `store`, the keys of `selectors`, a throw-away certificate), starts the shipped
+/// chasquid, submits one message and verifies its signatures with dkimpy against the records
+/// in `records_path` (`mailbake dns --format json` or a build's `dns/records.json`).
+fn sign_and_verify(
+    tmp: &Path,
+    out: &Path,
+    store: &SecretStore,
+    selectors: &[&str],
+    records_path: &Path,
+) -> serde_json::Value {
+    let root = tmp.join("root");
+    testkit::unpack_overlay(out, &root);
+    let config = root.join("etc/chasquid");
+    assert!(
+        config.join("chasquid.conf").is_file(),
+        "overlay has chasquid.conf"
+    );
+    let domain_dir = config.join("domains").join(DOMAIN);
+    let domain: mailbake::site::DomainName = ok(DOMAIN.try_into());
+    let users = ok(store.user_db_bytes(&domain)).unwrap_or_default();
+    write(&domain_dir.join("users"), &users);
+    for selector in selectors {
+        let key = ok(store.dkim_key(&domain, &ok((*selector).try_into())));
+        write(
+            &domain_dir.join(format!("dkim:{selector}.pem")),
+            key.pem().as_bytes(),
+        );
+    }
+    testkit::throwaway_certificate(&config, "localhost");
+
+    // Loopback ports, data_dir in the temp dir, killed when `daemon` is dropped.
+    let data_dir = tmp.join("data");
+    ok(fs::create_dir_all(&data_dir));
+    let daemon = testkit::Chasquid::start(&root, &data_dir, "smtp.example.com");
+    let script = tmp.join("verify.py");
+    write(&script, VERIFY_PY.as_bytes());
+    // dkimpy is installed for the system Python, not for whatever `python3` is first in PATH.
+    let verify = ok(Command::new("/usr/bin/python3")
+        .arg(&script)
+        .arg(daemon.submission.to_string())
+        .arg(format!("{USER}@{DOMAIN}"))
+        .arg(PASSWORD)
+        .arg(records_path)
+        .arg(data_dir.join("queue"))
+        .output());
+    assert!(
+        verify.status.success(),
+        "verifier failed:\n{}{}\n--- chasquid log ---\n{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr),
+        daemon.log_text()
+    );
+    ok(serde_json::from_slice(&verify.stdout))
+}
+
+/// The (selector, algorithm) of every signature in `report`, each checked to verify and to
+/// fail on a tampered body.
+fn verified_signatures(report: &serde_json::Value) -> Vec<(String, String)> {
+    let mut seen: Vec<(String, String)> = report["signatures"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|sig| {
+            assert_eq!(sig["d"], DOMAIN, "{sig}");
+            assert_eq!(sig["verified"], true, "signature does not verify: {sig}");
+            assert_eq!(
+                sig["tampered_verified"], false,
+                "tampered message verified: {sig}"
+            );
+            (
+                sig["s"].as_str().unwrap_or("").to_string(),
+                sig["a"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    seen
+}
+
 #[test]
 fn chasquid_signatures_verify_against_published_records() {
     let tmp = ok(tempfile::tempdir());
@@ -134,33 +215,13 @@ fn chasquid_signatures_verify_against_published_records() {
         ok(store.dkim_keygen(&DOMAIN.try_into().unwrap(), selector, *algorithm, false));
     }
 
-    // The overlay as built for the example, unpacked as the image would have it.
+    // The overlay as built for the example.
     let out = tmp.path().join("out");
     testkit::mailbake_build(&site, &tmp.path().join("secrets"), &out);
     assert!(
         out.join("dns/example.com.zone").is_file() && out.join("dns/records.json").is_file(),
         "the build writes the DNS records too"
     );
-    let root = tmp.path().join("root");
-    testkit::unpack_overlay(&out, &root);
-    let config = root.join("etc/chasquid");
-    assert!(
-        config.join("chasquid.conf").is_file(),
-        "overlay has chasquid.conf"
-    );
-
-    // What the seed adds on a real host: users, DKIM keys, a certificate.
-    let domain_dir = config.join("domains").join(DOMAIN);
-    let users = ok(store.user_db_bytes(&DOMAIN.try_into().unwrap())).unwrap_or_default();
-    write(&domain_dir.join("users"), &users);
-    for selector in &selectors {
-        let key = ok(store.dkim_key(&DOMAIN.try_into().unwrap(), selector));
-        write(
-            &domain_dir.join(format!("dkim:{selector}.pem")),
-            key.pem().as_bytes(),
-        );
-    }
-    testkit::throwaway_certificate(&config, "localhost");
 
     // The records a verifier will see, exactly as `mailbake dns` prints them.
     let dns = ok(Command::new(env!("CARGO_BIN_EXE_mailbake"))
@@ -177,51 +238,10 @@ fn chasquid_signatures_verify_against_published_records() {
     let records_path = tmp.path().join("records.json");
     write(&records_path, &dns.stdout);
 
-    // Loopback ports, data_dir in the temp dir, killed when `daemon` is dropped.
-    let data_dir = tmp.path().join("data");
-    ok(fs::create_dir_all(&data_dir));
-    let daemon = testkit::Chasquid::start(&root, &data_dir, "smtp.example.com");
-
-    let script = tmp.path().join("verify.py");
-    write(&script, VERIFY_PY.as_bytes());
-    // dkimpy is installed for the system Python, not for whatever `python3` is first in PATH.
-    let verify = ok(Command::new("/usr/bin/python3")
-        .arg(&script)
-        .arg(daemon.submission.to_string())
-        .arg(format!("{USER}@{DOMAIN}"))
-        .arg(PASSWORD)
-        .arg(&records_path)
-        .arg(data_dir.join("queue"))
-        .output());
-    assert!(
-        verify.status.success(),
-        "verifier failed:\n{}{}\n--- chasquid log ---\n{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr),
-        daemon.log_text()
-    );
-    let report: serde_json::Value = ok(serde_json::from_slice(&verify.stdout));
-    let mut seen: Vec<(String, String)> = report["signatures"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|sig| {
-            assert_eq!(sig["d"], DOMAIN, "{sig}");
-            assert_eq!(sig["verified"], true, "signature does not verify: {sig}");
-            assert_eq!(
-                sig["tampered_verified"], false,
-                "tampered message verified: {sig}"
-            );
-            (
-                sig["s"].as_str().unwrap_or("").to_string(),
-                sig["a"].as_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    seen.sort();
+    let selectors: Vec<&str> = selectors.iter().map(|s| s.as_str()).collect();
+    let report = sign_and_verify(tmp.path(), &out, &store, &selectors, &records_path);
     assert_eq!(
-        seen,
+        verified_signatures(&report),
         [
             ("2026a-ed".to_string(), "ed25519-sha256".to_string()),
             ("2026a-rsa".to_string(), "rsa-sha256".to_string()),
@@ -236,5 +256,96 @@ fn chasquid_signatures_verify_against_published_records() {
         ]),
         "{report}"
     );
-    drop(daemon);
+}
+
+/// Runs mailbake in `dir`, panics with its output if it fails, returns its stdout.
+fn mailbake_in(dir: &Path, args: &[&str]) -> String {
+    testkit::run(
+        Command::new(env!("CARGO_BIN_EXE_mailbake"))
+            .args(args)
+            .current_dir(dir),
+    )
+}
+
+#[test]
+fn after_a_rotation_mail_signed_with_the_retired_keys_still_verifies() {
+    let tmp = ok(tempfile::tempdir());
+    let dir = tmp.path();
+    ok(fs::copy(testkit::example_site(), dir.join("site.yaml")));
+    mailbake_in(dir, &["dkim", "keygen", "site.yaml", DOMAIN]);
+    let store = ok(SecretStore::open(dir.join("secrets")));
+    let domain: mailbake::site::DomainName = ok(DOMAIN.try_into());
+    ok(store.add_user(
+        &domain,
+        &ok(USER.try_into()),
+        &ok(Password::new(PASSWORD.to_string())),
+    ));
+
+    // Rotate, and change the site file exactly as `dkim rotate` says.
+    let advice = mailbake_in(
+        dir,
+        &["dkim", "rotate", "site.yaml", DOMAIN, "--to", "2026b"],
+    );
+    let start = advice
+        .find("    dkim:\n")
+        .expect("the advice shows the new dkim block");
+    let end = advice
+        .find("publish the new records")
+        .expect("then what to do");
+    let block = &advice[start..end];
+    let old_block =
+        "    dkim:\n      selectors:\n        2026a-rsa: rsa-2048\n        2026a-ed: ed25519\n";
+    let text = ok(fs::read_to_string(dir.join("site.yaml")));
+    assert_eq!(text.matches(old_block).count(), 1, "{text}");
+    ok(fs::write(
+        dir.join("site.yaml"),
+        text.replace(old_block, block),
+    ));
+
+    let out = dir.join("out");
+    mailbake_in(dir, &["build", "site.yaml", "--out", "out"]);
+
+    // The seed carries only the signing keys; the retired ones stay in the store.
+    let user_data = ok(fs::read_to_string(out.join("hosts/mx1/seed/user-data")));
+    for (selector, in_seed) in [
+        ("2026a-rsa", false),
+        ("2026a-ed", false),
+        ("2026b-rsa", true),
+        ("2026b-ed", true),
+    ] {
+        let pem = ok(store.dkim_key(&domain, &ok(selector.try_into())))
+            .pem()
+            .to_string();
+        let body = pem.lines().nth(1).expect("a PEM body line");
+        assert_eq!(
+            user_data.contains(body),
+            in_seed,
+            "{selector}'s key in the seed: expected {in_seed}"
+        );
+    }
+
+    // Mail signed before the rotation (chasquid with the old keys) verifies against the
+    // records the rotated build publishes.
+    let report = sign_and_verify(
+        dir,
+        &out,
+        &store,
+        &["2026a-rsa", "2026a-ed"],
+        &out.join("dns/records.json"),
+    );
+    assert_eq!(
+        verified_signatures(&report),
+        [
+            ("2026a-ed".to_string(), "ed25519-sha256".to_string()),
+            ("2026a-rsa".to_string(), "rsa-sha256".to_string()),
+        ],
+        "{report}"
+    );
+    let zone = ok(fs::read_to_string(out.join("dns/example.com.zone")));
+    for selector in ["2026a-rsa", "2026a-ed", "2026b-rsa", "2026b-ed"] {
+        assert!(
+            zone.contains(&format!("{selector}._domainkey.example.com.")),
+            "{selector} is in the zone:\n{zone}"
+        );
+    }
 }

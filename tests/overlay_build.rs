@@ -231,3 +231,86 @@ fn a_bad_site_writes_nothing() {
         .collect();
     assert_eq!(leftovers, [std::ffi::OsString::from("site.yaml")]);
 }
+
+/// Every path below `root` with its permission bits, sorted.
+fn modes(root: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            out.push((rel, meta.permissions().mode() & 0o7777));
+            if meta.is_dir() {
+                todo.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn output_modes_are_the_same_under_any_umask_and_killed_runs_are_cleaned_up() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = tempfile::tempdir().unwrap();
+    // What a `kill -9` of an earlier build leaves: its staging directory, named after its
+    // pid, with a seed inside. One of a live process stays.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let stale = a.path().join(format!(".mailbake-out-{dead_pid}-AbCd12"));
+    fs::create_dir_all(stale.join("hosts/mx1/seed")).unwrap();
+    fs::write(stale.join("hosts/mx1/seed/user-data"), "secret").unwrap();
+    let live = a
+        .path()
+        .join(format!(".mailbake-out-{}-XyZ987", std::process::id()));
+    fs::create_dir(&live).unwrap();
+
+    build_in(a.path(), "000", "UTC", &a.path().join("out"), &[]);
+    assert!(
+        !stale.exists(),
+        "the killed run's staging directory is removed"
+    );
+    assert!(live.exists(), "a live process's directory is left alone");
+    let leftovers: Vec<String> = fs::read_dir(a.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".mailbake-") && !live.ends_with(n))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let b = tempfile::tempdir().unwrap();
+    build_in(b.path(), "077", "UTC", &b.path().join("out"), &[]);
+    let (loose, tight) = (modes(&a.path().join("out")), modes(&b.path().join("out")));
+    assert_eq!(loose, tight, "umask 000 and 077 give different modes");
+    let mode_of = |p: &str| {
+        loose
+            .iter()
+            .find(|(path, _)| path == p)
+            .map(|(_, m)| *m)
+            .unwrap_or_else(|| panic!("{p} missing: {loose:?}"))
+    };
+    for (path, mode) in [
+        ("hosts", 0o755),
+        ("dns", 0o755),
+        ("dns/example.com.zone", 0o644),
+        ("overlay.tar", 0o644),
+        ("hosts/mx1", 0o700),
+        ("hosts/mx1/seed", 0o700),
+        ("hosts/mx1/seed/user-data", 0o600),
+        ("hosts/mx1/seed.img", 0o600),
+    ] {
+        assert_eq!(mode_of(path), mode, "{path}: {:o}", mode_of(path));
+    }
+    assert_eq!(
+        fs::metadata(a.path().join("out"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+}

@@ -1,21 +1,18 @@
 //! `mailbake user` and `mailbake dkim` against a site and a store in a temporary directory.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn mailbake(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailbake"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Commands that do not read standard input may exit before we finish writing it; their
-    // output and status are what the tests check, so a broken pipe here is not an error.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
+    testkit::mailbake_in(dir, args, stdin)
+}
+
+/// `mailbake dkim rotate site.yaml example.com --to PREFIX` in `dir`.
+fn rotate_to(dir: &std::path::Path, prefix: &str) -> Output {
+    mailbake(
+        dir,
+        &["dkim", "rotate", "site.yaml", "example.com", "--to", prefix],
+        "",
+    )
 }
 
 fn text(out: &Output) -> String {
@@ -141,18 +138,7 @@ fn dkim_keys_are_generated_once_and_rotation_keeps_the_old_selectors() {
         "keygen never replaces a key without --force"
     );
 
-    let rotate = mailbake(
-        dir.path(),
-        &[
-            "dkim",
-            "rotate",
-            "site.yaml",
-            "example.com",
-            "--to",
-            "2026b",
-        ],
-        "",
-    );
+    let rotate = rotate_to(dir.path(), "2026b");
     assert!(rotate.status.success(), "{}", text(&rotate));
     let advice = String::from_utf8_lossy(&rotate.stdout);
     assert!(
@@ -180,4 +166,56 @@ fn dkim_keys_are_generated_once_and_rotation_keeps_the_old_selectors() {
     std::fs::write(dir.path().join("site.yaml"), site).unwrap();
     let check = mailbake(dir.path(), &["check", "site.yaml"], "");
     assert!(check.status.success(), "{}", text(&check));
+}
+
+#[test]
+fn rotating_a_domain_without_selectors_fails_and_says_what_to_add() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = std::fs::read_to_string(testkit::example_site())
+        .unwrap()
+        .replace(
+            "    dkim:\n      selectors:\n        2026a-rsa: rsa-2048\n        2026a-ed: ed25519\n",
+            "",
+        );
+    std::fs::write(dir.path().join("site.yaml"), site).unwrap();
+    let rotate = rotate_to(dir.path(), "2026b");
+    assert_eq!(rotate.status.code(), Some(1), "{}", text(&rotate));
+    assert!(
+        text(&rotate).contains("example.com has no DKIM selectors")
+            && text(&rotate).contains("mailbake dkim keygen"),
+        "{}",
+        text(&rotate)
+    );
+    assert!(
+        !dir.path().join("secrets").exists(),
+        "nothing is created when there is nothing to rotate"
+    );
+}
+
+#[test]
+fn a_password_too_long_for_one_auth_plain_line_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(testkit::example_site(), dir.path().join("site.yaml")).unwrap();
+    let max = mailbake::secrets::max_password_bytes("i@example.com");
+    let add = mailbake(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "site.yaml",
+            "i@example.com",
+            "--password-stdin",
+        ],
+        &format!("{}\n", "p".repeat(max + 1)),
+    );
+    assert_eq!(add.status.code(), Some(1), "{}", text(&add));
+    assert!(
+        text(&add).contains(&format!(
+            "password too long: {} bytes, but i@example.com can log in with at most {max}",
+            max + 1
+        )),
+        "{}",
+        text(&add)
+    );
+    assert!(!dir.path().join("secrets/users/example.com").exists());
 }

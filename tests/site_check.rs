@@ -292,6 +292,400 @@ fn the_reference_in_docs_site_md_is_a_valid_site() {
     );
 }
 
+/// Asserts that `text` validates.
+fn assert_valid(text: &str) {
+    if let Err(errors) = mailbake::site::parse(Path::new("site.yaml"), text) {
+        panic!("expected the site to validate:\n{errors}\n{text}");
+    }
+}
+
+#[test]
+fn ipv4_network_and_broadcast_addresses_are_not_host_addresses() {
+    let with = |v4: &str| example_with("ipv4: 203.0.113.10", &format!("ipv4: {v4}"));
+    assert_refused(
+        &with("{ address: 203.0.113.0/24, gateway: 203.0.113.1 }"),
+        "ipv4:",
+        &[
+            "203.0.113.0 is the network address of 203.0.113.0/24",
+            "203.0.113.1 to 203.0.113.254",
+        ],
+    );
+    assert_refused(
+        &with("{ address: 203.0.113.127/25, gateway: 203.0.113.1 }"),
+        "ipv4:",
+        &["203.0.113.127 is the broadcast address of 203.0.113.0/25"],
+    );
+    assert_refused(
+        &with("{ address: 203.0.113.10/24, gateway: 203.0.113.255 }"),
+        "ipv4:",
+        &["gateway 203.0.113.255 is the broadcast address of 203.0.113.0/24"],
+    );
+    assert_refused(
+        &with("{ address: 203.0.113.10/24, gateway: 203.0.113.0 }"),
+        "ipv4:",
+        &["gateway 203.0.113.0 is the network address"],
+    );
+    // A /31 has no network or broadcast address (RFC 3021): both ends are hosts.
+    assert_valid(&with("{ address: 203.0.113.10/31, gateway: 203.0.113.11 }"));
+    assert_valid(&with("{ address: 203.0.113.11/31, gateway: 203.0.113.10 }"));
+}
+
+#[test]
+fn an_ipv6_gateway_is_not_the_host_itself() {
+    let text = example_with("gateway: fe80::1", "gateway: \"2001:db8:1::10\"");
+    assert_refused(
+        &text,
+        "gateway: \"2001:db8:1::10\"",
+        &[
+            "the IPv6 gateway 2001:db8:1::10 is the host's own address",
+            "fe80::1",
+        ],
+    );
+}
+
+#[test]
+fn ipv4_addresses_in_ipv6_form_are_refused_with_their_ipv4_spelling() {
+    let address = example_with(
+        "address: 2001:db8:1::10/64",
+        "address: \"::ffff:203.0.113.10/64\"",
+    );
+    assert_refused(
+        &address,
+        "::ffff:203.0.113.10/64",
+        &["the IPv4 address 203.0.113.10 written as IPv6", "`ipv4:`"],
+    );
+    let compatible = example_with(
+        "address: 2001:db8:1::10/64",
+        "address: \"::203.0.113.10/96\"",
+    );
+    assert_refused(
+        &compatible,
+        "::203.0.113.10/96",
+        &["203.0.113.10 written as IPv6"],
+    );
+    let gateway = example_with("gateway: fe80::1", "gateway: \"::ffff:203.0.113.1\"");
+    assert_refused(
+        &gateway,
+        "::ffff:203.0.113.1",
+        &["the IPv4 address 203.0.113.1 written as IPv6"],
+    );
+    let resolver = example_with(
+        "      gateway: fe80::1\n",
+        "      gateway: fe80::1\n    nameservers: [\"::ffff:192.0.2.53\"]\n",
+    );
+    assert_refused(
+        &resolver,
+        "nameservers:",
+        &["resolver ::ffff:192.0.2.53", "write `192.0.2.53`"],
+    );
+}
+
+#[test]
+fn private_addresses_are_refused_unless_the_host_allows_them() {
+    let v4 = |ip: &str| example_with("ipv4: 203.0.113.10", &format!("ipv4: {ip}"));
+    let v6 = |net: &str| example_with("address: 2001:db8:1::10/64", &format!("address: \"{net}\""));
+    let allowed = |text: String| text.replace("    ipv4:", "    allow_private: true\n    ipv4:");
+    for (text, shown, why) in [
+        (v4("10.0.2.15"), "10.0.2.15", "a private address (RFC 1918)"),
+        (
+            v4("172.16.5.4"),
+            "172.16.5.4",
+            "a private address (RFC 1918)",
+        ),
+        (
+            v4("192.168.1.10"),
+            "192.168.1.10",
+            "a private address (RFC 1918)",
+        ),
+        (
+            v4("100.64.0.10"),
+            "100.64.0.10",
+            "in the shared address space of carrier-grade NAT",
+        ),
+        (
+            v6("fd00:1::10/64"),
+            "fd00:1::10",
+            "a unique local address (fc00::/7)",
+        ),
+        (v6("fec0::10/64"), "fec0::10", "a site-local address"),
+    ] {
+        assert_refused(
+            &text,
+            shown,
+            &[
+                &format!("{shown} is {why}"),
+                "cannot be a public MX address",
+                "add `allow_private: true` to host `mx1`",
+            ],
+        );
+        assert_valid(&allowed(text));
+    }
+    // Addresses no interface can have stay refused, lab or not.
+    for (ip, why) in [
+        ("127.0.0.2", "loopback"),
+        ("169.254.1.1", "link-local"),
+        ("0.1.2.3", "0.0.0.0/8"),
+        ("240.0.0.1", "reserved"),
+    ] {
+        let text = allowed(v4(ip));
+        assert_refused(&text, ip, &[why]);
+    }
+    // The documentation ranges stand in for public addresses: the example uses them.
+    assert_valid(EXAMPLE);
+}
+
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGbOGf3uRz5Q0t1W8Rj6ZC5o1Kj9fOkg2xKX0vPq5Y1a ops@laptop";
+
+#[test]
+fn ssh_keys_must_decode_to_their_own_type_on_one_line() {
+    let with = |key: &str| {
+        example_with(
+            "authorized_keys: []",
+            &format!("authorized_keys: [{key:?}]"),
+        )
+    };
+    assert_valid(&with(SSH_KEY));
+    let not_base64 = SSH_KEY.replace("AAAAIGbO", "AAAA*GbO");
+    assert_refused(&with(&not_base64), "authorized_keys", &["not valid base64"]);
+    let other_type = "ssh-ed25519 AAAAB3NzaC1yc2EAAAADAQABAAAABQBhYmNk ops@laptop";
+    assert_refused(
+        &with(other_type),
+        "authorized_keys",
+        &["the key inside is a `ssh-rsa` key, not `ssh-ed25519`"],
+    );
+    let with_cr = format!("{SSH_KEY}\r");
+    assert_refused(&with(&with_cr), "authorized_keys", &["on one line"]);
+}
+
+#[test]
+fn invalid_internationalized_domain_names_are_refused() {
+    for (name, why) in [
+        (
+            "☃.com",
+            "`☃` (U+2603), which is not a letter, digit or mark",
+        ),
+        ("xn--zz.com", "label `xn--zz` is not valid punycode"),
+    ] {
+        let text = example_with("  example.com:\n", &format!("  {name}:\n"));
+        assert_refused(&text, &format!("  {name}:"), &[why]);
+    }
+}
+
+#[test]
+fn report_uris_take_a_size_limit_and_nothing_else_after_a_bang() {
+    let with = |uri: &str| example_with("rua: mailto:rua@example.com", &format!("rua: \"{uri}\""));
+    let site = mailbake::site::parse(Path::new("site.yaml"), &with("mailto:rua@example.com!10m"))
+        .expect("a size limit is valid DMARC");
+    let rua = site
+        .domains
+        .values()
+        .next()
+        .and_then(|d| d.dmarc.as_ref())
+        .and_then(|d| d.rua.as_ref());
+    assert_eq!(
+        rua.map(|r| r.to_tag_value()).as_deref(),
+        Some("mailto:rua@example.com!10m")
+    );
+    for (uri, why) in [
+        ("mailto:rua@example.com!", "starts the report size limit"),
+        ("mailto:rua@example.com!ten", "starts the report size limit"),
+        ("mailto:r!ua@example.com", "starts the report size limit"),
+        (
+            "mailto:rüa@example.com",
+            "`ü` cannot appear in a report URI",
+        ),
+    ] {
+        assert_refused(&with(uri), "rua:", &[why]);
+    }
+    let tls_rpt = example_with(
+        "    dmarc:\n",
+        "    tls_rpt: { rua: \"mailto:tls@example.com!10m\" }\n    dmarc:\n",
+    );
+    assert_refused(&tls_rpt, "tls_rpt", &["TLS-RPT has no size limit"]);
+}
+
+#[test]
+fn lego_provider_names_have_no_empty_parts() {
+    let with = |provider: &str| {
+        example_with(
+            "\nssh:",
+            &format!(
+                "\ntls:\n  acme: {{ provider: \"{provider}\", email: ops@example.com }}\n\nssh:"
+            ),
+        )
+    };
+    assert_valid(&with("cloudflare"));
+    for bad in [
+        "..",
+        ".cloudflare",
+        "cloud..flare",
+        "cloudflare.",
+        "Cloudflare",
+    ] {
+        assert_refused(
+            &with(bad),
+            "provider:",
+            &["is not a lego DNS provider name"],
+        );
+    }
+}
+
+/// Runs `mailbake check` on `text` written to a file; returns (exit code, stderr).
+fn check_cli(text: &[u8]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("site.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mailbake"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr =
+        String::from_utf8_lossy(&out.stderr).replace(&dir.path().display().to_string(), "DIR");
+    (out.status.code(), stderr)
+}
+
+#[test]
+fn a_byte_order_mark_is_ignored_and_positions_stay_right() {
+    let mut text = "\u{feff}".to_string();
+    text.push_str(&example_with("ipv4: 203.0.113.10", "ipv4: 203.0.113.256"));
+    let report = problems(&text);
+    assert!(report.contains("site.yaml:30:11:"), "{report}");
+    let mut valid = "\u{feff}".to_string();
+    valid.push_str(EXAMPLE);
+    assert_valid(&valid);
+}
+
+#[test]
+fn a_tab_used_for_indentation_is_named_where_it_is() {
+    let text = example_with("    users: [i]\n", "\tusers: [i]\n");
+    assert_refused(
+        &text,
+        "\tusers: [i]",
+        &[
+            "is indented with a tab; YAML indents with spaces only",
+            "replace the tab",
+        ],
+    );
+}
+
+#[test]
+fn an_unclosed_bracket_is_named_where_it_opens() {
+    let text = example_with("    users: [i]\n", "    users: [i\n");
+    let report = problems(&text);
+    let line = line_of(&text, "users: [i");
+    assert!(
+        report.contains(&format!(
+            "site.yaml:{line}:12: `[` on line {line} is never closed"
+        )),
+        "{report}"
+    );
+    assert!(report.contains("close it with `]`"), "{report}");
+}
+
+#[test]
+fn an_error_inside_a_mapping_points_at_the_bad_key_not_the_first_one() {
+    let text = example_with("      fo: \"1\"\n", "      fo: \"1\"\n      pct: 101\n");
+    assert_refused(&text, "pct: 101", &["pct 101 is not a percentage"]);
+    let text = example_with(
+        "    dmarc:\n",
+        "    mta_sts: { mode: testing, max_age: 99999999999 }\n    dmarc:\n",
+    );
+    assert_refused(&text, "mta_sts:", &["max_age 99999999999 is too long"]);
+}
+
+#[test]
+fn every_broken_host_and_domain_is_reported_at_once() {
+    let text = example_with(
+        "\nssh:",
+        "  mx2:\n    fqdn: smtp2.example.com\n    ipv4: 203.0.113.300\n  mx3:\n    fqdn: smtp3.example.com\n    ipv4: 203.0.113.11\n    ipv6: { address: \"2001:db8:1::11\", gateway: \"fe80::1\" }\n\nssh:",
+    )
+    .replace("p: quarantine", "p: quarantined")
+    .replace("ipv4: 203.0.113.10", "ipv4: 999.0.113.10");
+    let mut errors = match mailbake::site::parse(Path::new("site.yaml"), &text) {
+        Ok(_) => panic!("invalid"),
+        Err(e) => e
+            .problems
+            .iter()
+            .map(|p| (p.at.map(|a| a.line), p.message.clone()))
+            .collect::<Vec<_>>(),
+    };
+    errors.sort();
+    let lines: Vec<Option<usize>> = errors.iter().map(|(l, _)| *l).collect();
+    assert_eq!(
+        lines,
+        [
+            Some(line_of(&text, "p: quarantined")),
+            Some(line_of(&text, "999.0.113.10")),
+            Some(line_of(&text, "203.0.113.300")),
+            Some(line_of(&text, "2001:db8:1::11")),
+        ],
+        "one problem per broken entry: {errors:#?}"
+    );
+    let (code, stderr) = check_cli(text.as_bytes());
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("4 problems found"), "{stderr}");
+}
+
+#[test]
+fn a_huge_bad_value_is_echoed_once_and_cut_short() {
+    let huge = "a".repeat(900_000);
+    let text = example_with("fqdn: smtp.example.com", &format!("fqdn: {huge}.com"));
+    let (code, stderr) = check_cli(text.as_bytes());
+    assert_eq!(code, Some(3));
+    assert!(stderr.len() < 4_000, "{} bytes of errors", stderr.len());
+    assert!(stderr.contains("more characters)"), "{stderr}");
+    assert!(stderr.matches(&"a".repeat(150)).count() <= 1, "{stderr}");
+}
+
+#[test]
+fn the_site_file_must_be_a_small_regular_file() {
+    let run = |path: &Path| {
+        let out = Command::new("timeout")
+            .arg("20")
+            .arg(env!("CARGO_BIN_EXE_mailbake"))
+            .arg("check")
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(Path::new("/dev/zero"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not a regular file (a device)"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("site.yaml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let (code, stderr) = run(&fifo);
+    assert_eq!(
+        code,
+        Some(1),
+        "a FIFO without a writer must not block: {stderr}"
+    );
+    assert!(stderr.contains("(a named pipe)"), "{stderr}");
+
+    let (code, stderr) = run(dir.path());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("(a directory)"), "{stderr}");
+
+    let big = dir.path().join("big.yaml");
+    let mut text = EXAMPLE.to_string();
+    text.push_str(&format!("# {}\n", "x".repeat(1 << 20)));
+    std::fs::write(&big, text).unwrap();
+    let (code, stderr) = run(&big);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is larger than 1048576 bytes"), "{stderr}");
+}
+
 /// `chasquid:` values chasquid would misread (0 is its "use the default"), refuse at start-up
 /// (days in a duration), or that would expose the monitoring pages, are refused at the value.
 #[test]

@@ -1,6 +1,7 @@
 //! `mailbake boot`: start a guest, report the forwarded ports and readiness, keep it running
 //! until Ctrl-C or `--timeout`, then stop it cleanly.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,9 +33,12 @@ pub struct BootArgs {
     /// CPU emulation; kvm is opt-in (nested guests hang on some hosts)
     #[arg(long, value_enum, default_value = "tcg")]
     pub accel: Accel,
-    /// Guest memory in MiB
-    #[arg(long, default_value_t = 1024)]
+    /// Guest memory in MiB (256 to 65536; the image needs about 512 to boot)
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=65536))]
     pub memory: u32,
+    /// Virtual CPUs (1 to 64)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cpus: u32,
     /// Write the serial console here (default: a temp file, shown on failure)
     #[arg(long, value_name = "FILE")]
     pub serial_log: Option<PathBuf>,
@@ -61,6 +65,10 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+    // What a killed earlier boot left in the temp directory: its seed and its VM directory.
+    let tmp = std::env::temp_dir();
+    crate::workdir::remove_stale(&tmp, SEED_DIR_PREFIX);
+    crate::workdir::remove_stale(&tmp, super::VM_DIR_PREFIX);
     // Kept alive until the guest stops: QEMU reads the seed from it.
     let site_seed = match &args.site {
         Some(site) => Some(seed_for_host(
@@ -72,11 +80,12 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
     };
     let mut opts = VmOptions::new(&args.image);
     opts.seed = match &site_seed {
-        Some(file) => Some(file.path().to_path_buf()),
+        Some(seed) => Some(seed.path.clone()),
         None => args.seed,
     };
     opts.accel = args.accel;
     opts.memory_mib = args.memory;
+    opts.cpus = args.cpus;
     opts.serial_log = args.serial_log;
     opts.forward_base = args.forward_base;
     opts.snapshot = !args.persistent;
@@ -129,7 +138,7 @@ fn seed_for_host(
     site: &std::path::Path,
     host: Option<&str>,
     secrets: Option<&std::path::Path>,
-) -> anyhow::Result<tempfile::NamedTempFile> {
+) -> anyhow::Result<SeedDir> {
     let loaded = crate::site::load(site)?;
     let secrets = secrets
         .map(std::path::Path::to_path_buf)
@@ -153,15 +162,33 @@ fn seed_for_host(
             names.join(", ")
         ),
     };
-    let mut file = tempfile::Builder::new()
-        .prefix("mailbake-seed-")
-        .suffix(".img")
-        .tempfile()
-        .context("creating a temporary seed image")?;
-    std::io::Write::write_all(&mut file, &chosen.image).context("writing the seed image")?;
+    // The seed holds the host's secrets: a 0700 directory of our own, removed when the boot
+    // ends, and by the next boot if this one is killed.
+    let tmp = std::env::temp_dir();
+    let dir = crate::workdir::create(&tmp, SEED_DIR_PREFIX)
+        .with_context(|| format!("creating a private directory in {}", tmp.display()))?;
+    let path = dir.path().join("seed.img");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, &chosen.image)
+        .with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
         "seed: host {} ({}), instance-id {}",
         chosen.host, chosen.fqdn, chosen.instance_id
     );
-    Ok(file)
+    Ok(SeedDir { _dir: dir, path })
+}
+
+/// Prefix of the private directory holding a boot's seed image.
+const SEED_DIR_PREFIX: &str = "mailbake-boot-";
+
+/// A seed image in its private directory; both are removed on drop.
+struct SeedDir {
+    /// Kept for its `Drop`, which removes the directory.
+    _dir: tempfile::TempDir,
+    path: PathBuf,
 }

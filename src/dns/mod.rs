@@ -47,6 +47,11 @@ pub enum DnsError {
     },
 
     #[error(
+        "retired DKIM selector `{selector}` of {domain} has no key in the secrets store, so its record cannot be published\n  fix: restore the key from a backup of the store, or remove `{selector}` from `domains.{domain}.dkim.retired` (mail it signed stops verifying)"
+    )]
+    RetiredKeyMissing { domain: String, selector: String },
+
+    #[error(
         "no host `{host}` in the site; its hosts are: {known}\n  fix: pass one of them to --host"
     )]
     UnknownHost { host: String, known: String },

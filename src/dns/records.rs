@@ -260,7 +260,19 @@ impl Collector<'_> {
         // rotation must still verify.
         for selector in d.dkim.selectors.keys().chain(d.dkim.retired.keys()) {
             let name = format!("{selector}._domainkey.{domain}");
-            match dkim_value(self.opts.dkim, domain, selector)? {
+            let retired = d.dkim.retired.contains_key(selector);
+            let value = dkim_value(self.opts.dkim, domain, selector).map_err(|e| match e {
+                DnsError::DkimKey { source, .. }
+                    if retired && matches!(*source, SecretsError::MissingKey { .. }) =>
+                {
+                    DnsError::RetiredKeyMissing {
+                        domain: domain.to_string(),
+                        selector: selector.to_string(),
+                    }
+                }
+                e => e,
+            })?;
+            match value {
                 Some(value) => self.push(name, RecordData::Txt(value), zone, None),
                 None => self.set.warnings.push(Warning {
                     zone: zone.to_string(),
@@ -704,6 +716,25 @@ hosts:
                 .contains("mailbake dkim keygen SITE example.com"),
             "{}",
             set.warnings[0]
+        );
+    }
+
+    #[test]
+    fn a_retired_selector_without_its_key_names_the_way_out() {
+        let s = site(
+            "site: s\ndomains:\n  example.com:\n    dkim: { retired: { old: ed25519 } }\nhosts:\n  mx1: { fqdn: mx1.example.com, ipv4: 192.0.2.1 }\n",
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SecretStore::create(dir.path().join("secrets")).expect("store");
+        let opts = Options {
+            host: None,
+            dkim: DkimLookup::Require(&store),
+        };
+        let err = records(&s, &opts).expect_err("no key").to_string();
+        assert!(
+            err.contains("retired DKIM selector `old` of example.com has no key")
+                && err.contains("remove `old` from `domains.example.com.dkim.retired`"),
+            "{err}"
         );
     }
 

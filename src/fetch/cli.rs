@@ -4,15 +4,15 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::{Cache, Lock, fetch_all};
+use super::{Cache, fetch_all};
 
 /// Download the packages pinned in the lock file into the cache, verify their sha256, and
 /// print their cached paths (one per line, in lock order).
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {
-    /// Lock file listing the pinned packages.
-    #[arg(long, value_name = "FILE", default_value = "packages.lock")]
-    pub lock: PathBuf,
+    /// Lock file listing the pinned packages [default: the packages.lock built into mailbake].
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
 
     /// Cache directory [default: $MAILBAKE_CACHE, else $XDG_CACHE_HOME/mailbake, else
     /// $HOME/.cache/mailbake].
@@ -21,7 +21,7 @@ pub struct FetchArgs {
 }
 
 pub fn run(args: &FetchArgs) -> anyhow::Result<()> {
-    let lock = Lock::load(&args.lock)?;
+    let lock = crate::shipped::lock(args.lock.as_deref())?;
     let cache = match &args.cache {
         Some(dir) => Cache::open(dir)?,
         None => Cache::open_default()?,

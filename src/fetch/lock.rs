@@ -166,8 +166,8 @@ impl fmt::Display for Sha256Digest {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "lock file {path} not found: run from the repository root (it has packages.lock) \
-         or pass --lock FILE"
+        "lock file {path} not found: check the --lock path, or leave --lock out to use the \
+         packages.lock built into mailbake"
     )]
     NotFound { path: PathBuf },
 

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::{Format, ImageOptions, build, parse_size};
+use super::signed_sums::{SignedSums, UBUNTU_CLOUD_IMAGE_KEYRING};
+use super::{BasePin, Format, ImageOptions, build, parse_size};
 use crate::epoch::DEFAULT_SOURCE_DATE_EPOCH;
 
 /// Build a bootable disk image from a pinned base root tarball and an overlay tarball.
@@ -12,13 +13,25 @@ use crate::epoch::DEFAULT_SOURCE_DATE_EPOCH;
 /// Needs root (file ownership, device nodes) and host tools: mke2fs/e2fsck (e2fsprogs),
 /// grub-mkimage (grub-common), qemu-img (qemu-utils), xz/zstd for compressed bases.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("pin").required(true).args(["base_sha256", "base_sums"])))]
 pub struct ImageArgs {
     /// Base root filesystem tarball (.tar, .tar.gz, .tar.xz or .tar.zst)
     #[arg(long, value_name = "ROOTFS.tar")]
     pub base: PathBuf,
-    /// Expected sha256 of the base file; checked before anything is written
+    /// Expected sha256 of the base file; checked before anything is written. For bases
+    /// without a signed checksum list (the Debian test base); else use --base-sums
     #[arg(long, value_name = "HEX")]
-    pub base_sha256: String,
+    pub base_sha256: Option<String>,
+    /// Signed checksum list with the base's digest, found by the base's file name (Ubuntu's
+    /// SHA256SUMS beside the cloud images)
+    #[arg(long, value_name = "SHA256SUMS", requires = "base_sums_sig")]
+    pub base_sums: Option<PathBuf>,
+    /// Detached signature of --base-sums, verified with gpgv before the list is read
+    #[arg(long, value_name = "SHA256SUMS.gpg", requires = "base_sums")]
+    pub base_sums_sig: Option<PathBuf>,
+    /// Keyring (binary OpenPGP) that must have signed --base-sums
+    #[arg(long, value_name = "FILE", default_value = UBUNTU_CLOUD_IMAGE_KEYRING, requires = "base_sums")]
+    pub keyring: PathBuf,
     /// Overlay tarball from `mailbake build`; its entries replace the base's
     #[arg(long, value_name = "overlay.tar")]
     pub overlay: PathBuf,
@@ -37,9 +50,19 @@ pub struct ImageArgs {
 }
 
 pub fn run(args: ImageArgs) -> anyhow::Result<()> {
+    let base_pin = match (args.base_sha256, args.base_sums, args.base_sums_sig) {
+        (Some(hex), _, _) => BasePin::Sha256(hex),
+        (None, Some(sums), Some(signature)) => BasePin::Signed(SignedSums {
+            sums,
+            signature,
+            keyring: args.keyring,
+        }),
+        // clap requires one of the two ways, and --base-sums-sig with --base-sums.
+        _ => anyhow::bail!("give --base-sha256 HEX, or --base-sums FILE with --base-sums-sig FILE"),
+    };
     let opts = ImageOptions {
         base: args.base,
-        base_sha256: args.base_sha256,
+        base_pin,
         overlay: args.overlay,
         out: args.out,
         format: args.format,

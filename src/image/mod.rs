@@ -2,7 +2,8 @@
 //! disk (MBR, one ext4 partition, GRUB) as raw or qcow2.
 //!
 //! Pipeline, each step a function of its inputs only:
-//! 1. [`digest`] the base and compare with the pinned digest *before* anything is written;
+//! 1. [`digest`] the base and compare with the pinned digest *before* anything is written
+//!    (given, or read from a checksum list whose signature [`signed_sums`] verifies first);
 //! 2. [`rootfs`]: extract base then overlay into one tree (overlay wins), add `/etc/fstab`, GRUB's
 //!    config and modules, and fix every timestamp;
 //! 3. [`disk`]: MBR + ext4 written straight into the partition by `mke2fs -d`, inode times
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod disk;
 pub mod ext4;
 pub mod rootfs;
+pub mod signed_sums;
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -59,8 +61,8 @@ pub enum Format {
 pub struct ImageOptions {
     /// Base root filesystem tarball (plain, gzip, xz or zstd).
     pub base: PathBuf,
-    /// Expected sha256 of the base file as stored (hex).
-    pub base_sha256: String,
+    /// What the base must be: its sha256, or a signed list that has it.
+    pub base_pin: BasePin,
     /// Overlay tarball (plain or gzip) made by `mailbake build`.
     pub overlay: PathBuf,
     /// Output file; replaced atomically.
@@ -70,6 +72,15 @@ pub struct ImageOptions {
     pub size: u64,
     /// Clamp for every mtime in the image and the time mke2fs records.
     pub source_date_epoch: i64,
+}
+
+/// How the base is pinned.
+#[derive(Debug, Clone)]
+pub enum BasePin {
+    /// Its sha256 (hex), for bases published without a signed list (the Debian test base).
+    Sha256(String),
+    /// Its line in a signed checksum list (Ubuntu's `SHA256SUMS` and `SHA256SUMS.gpg`).
+    Signed(signed_sums::SignedSums),
 }
 
 /// What [`build`] produced.
@@ -98,6 +109,60 @@ pub enum ImageError {
     },
     #[error("--base-sha256 {0:?} is not 64 hex digits")]
     BadDigest(String),
+    #[error(
+        "base {path}: sha256 differs from the one the signed list {sums} gives for it\n  signed   {expected}\n  actual   {actual}\n  \
+         fix: the file is not the one that was signed (corrupt or replaced download): fetch it again from the same directory as the list"
+    )]
+    SignedDigestMismatch {
+        path: PathBuf,
+        sums: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error(
+        "keyring {} not found\n  fix: install Debian's ubuntu-keyring package (trixie and later; it has \
+         ubuntu-cloudimage-keyring.gpg, the key that signs Ubuntu's cloud images), or pass --keyring FILE",
+        keyring.display()
+    )]
+    KeyringMissing { keyring: PathBuf },
+    #[error(
+        "{}: BAD signature: {} was not made over this list (changed after signing, or the signature of another file)\n  \
+         fix: download SHA256SUMS and SHA256SUMS.gpg again, together, from the directory the base comes from",
+        sums.display(), signature.display()
+    )]
+    BadSignature { sums: PathBuf, signature: PathBuf },
+    #[error(
+        "{}: signed by key {key}, which is not in the keyring {}\n  \
+         fix: check the list comes from the publisher you expect; for Ubuntu's cloud images use \
+         /usr/share/keyrings/ubuntu-cloudimage-keyring.gpg (package ubuntu-keyring), else pass --keyring with the publisher's key",
+        sums.display(), keyring.display()
+    )]
+    UnknownSigningKey {
+        sums: PathBuf,
+        key: String,
+        keyring: PathBuf,
+    },
+    #[error(
+        "{}: gpgv does not accept this signature with keyring {}: {gpgv}\n  \
+         fix: pass the detached signature of the list (SHA256SUMS.gpg) and a keyring in binary OpenPGP format (`gpg --export`, not --armor)",
+        signature.display(), keyring.display()
+    )]
+    SignatureRefused {
+        signature: PathBuf,
+        keyring: PathBuf,
+        gpgv: String,
+    },
+    #[error(
+        "{}: the signed list {} has no line for `{}`\n  \
+         fix: pass the SHA256SUMS of the directory the base was downloaded from, and keep the base's published file name",
+        base.display(), sums.display(), base.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+    )]
+    NotInSums { base: PathBuf, sums: PathBuf },
+    #[error(
+        "{}: lists `{name}` twice with different digests; refusing to pick one\n  fix: get a clean copy of the list and its signature",
+        sums.display()
+    )]
+    ConflictingSums { name: String, sums: PathBuf },
     #[error(
         "the image stage must run as root (euid {0}): extraction has to record real file \
          ownership (root, _apt, systemd users) and create device nodes before mke2fs copies the \
@@ -292,20 +357,44 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport, ImageError> {
 /// owners and makes device nodes); returns the digests of the base and the overlay, from
 /// which the image's identifiers are derived.
 fn check_inputs(opts: &ImageOptions, start: Instant) -> Result<(String, String), ImageError> {
-    let expected = opts.base_sha256.trim().to_ascii_lowercase();
-    if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ImageError::BadDigest(opts.base_sha256.clone()));
-    }
+    let expected = match &opts.base_pin {
+        BasePin::Sha256(hex) => {
+            let expected = hex.trim().to_ascii_lowercase();
+            if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ImageError::BadDigest(hex.clone()));
+            }
+            expected
+        }
+        BasePin::Signed(signed) => {
+            progress(
+                start,
+                format!(
+                    "verifying the signature of {} with {}",
+                    signed.sums.display(),
+                    signed.keyring.display()
+                ),
+            );
+            signed_sums::expected_digest(signed, &opts.base)?
+        }
+    };
     progress(
         start,
         format!("verifying sha256 of {}", opts.base.display()),
     );
     let actual = digest(&opts.base)?;
     if actual != expected {
-        return Err(ImageError::DigestMismatch {
-            path: opts.base.clone(),
-            expected,
-            actual,
+        return Err(match &opts.base_pin {
+            BasePin::Sha256(_) => ImageError::DigestMismatch {
+                path: opts.base.clone(),
+                expected,
+                actual,
+            },
+            BasePin::Signed(signed) => ImageError::SignedDigestMismatch {
+                path: opts.base.clone(),
+                sums: signed.sums.clone(),
+                expected,
+                actual,
+            },
         });
     }
     // Checked after the digest so a wrong pin is reported even when not root.

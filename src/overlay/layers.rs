@@ -12,6 +12,7 @@
 //! - files are mode 0644, or 0755 when executable in the layer, unless `layer.yaml` says
 //!   otherwise; everything belongs to root.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -45,8 +46,11 @@ pub struct LayerSpec {
 #[derive(Clone, Debug)]
 pub struct Layer {
     pub name: String,
+    /// How messages name the layer's directory.
     pub dir: PathBuf,
     pub spec: LayerSpec,
+    /// Its files and symlinks (not `layer.yaml`), by path relative to the layer.
+    entries: Vec<(String, SourceContent)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +77,8 @@ pub enum LayerError {
     UnusedMode { path: PathBuf, target: String },
     #[error("{}: file names must be UTF-8", path.display())]
     NotUtf8 { path: PathBuf },
+    #[error("{}: a template (.j2) must be UTF-8 text", path.display())]
+    NotUtf8Template { path: PathBuf },
     #[error("{}: only files, directories and symlinks can be in a layer", path.display())]
     Special { path: PathBuf },
 }
@@ -84,29 +90,128 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LayerError + '_ {
     }
 }
 
-/// Every layer under `root`, in name order.
-pub fn discover(root: &Path) -> Result<Vec<Layer>, LayerError> {
-    let mut layers = Vec::new();
-    for dir in sorted_children(root)? {
-        if !dir.is_dir() {
-            continue;
-        }
-        let name = file_name(&dir)?;
-        let descriptor = dir.join(DESCRIPTOR);
-        let spec = match fs::read_to_string(&descriptor) {
-            Ok(text) => serde_norway::from_str(&text).map_err(|e| LayerError::Spec {
-                path: descriptor.clone(),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LayerSpec::default(),
-            Err(e) => return Err(io(&descriptor)(e)),
-        };
-        layers.push(Layer { name, dir, spec });
+/// What a layers directory holds, read once: every file and symlink, wherever it came from
+/// (a directory named by `--layers`, or the copy built into mailbake: [`crate::shipped`]).
+#[derive(Clone, Debug)]
+pub struct LayersTree {
+    /// How messages name the tree's root.
+    root: PathBuf,
+    /// Sorted by path.
+    entries: Vec<SourceEntry>,
+}
+
+/// One file or symlink of a [`LayersTree`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceEntry {
+    /// Relative to the tree's root, `/`-separated, e.g. `chasquid/layer.yaml`.
+    pub path: String,
+    pub content: SourceContent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceContent {
+    File {
+        executable: bool,
+        data: Cow<'static, [u8]>,
+    },
+    /// Kept as a link: layers enable units with links into the target system.
+    Symlink(String),
+}
+
+impl LayersTree {
+    /// A tree from its entries; `root` is how messages name it.
+    pub fn new(root: PathBuf, mut entries: Vec<SourceEntry>) -> LayersTree {
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        LayersTree { root, entries }
     }
+
+    /// Reads every file and symlink below `root` (symlinks are not followed).
+    pub fn read_dir(root: &Path) -> Result<LayersTree, LayerError> {
+        let mut entries = Vec::new();
+        let mut stack = vec![(root.to_path_buf(), String::new())];
+        while let Some((dir, rel)) = stack.pop() {
+            for child in sorted_children(&dir)? {
+                let name = file_name(&child)?;
+                let child_rel = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                let meta = fs::symlink_metadata(&child).map_err(io(&child))?;
+                let content = if meta.is_dir() {
+                    stack.push((child, child_rel));
+                    continue;
+                } else if meta.file_type().is_symlink() {
+                    let target = fs::read_link(&child).map_err(io(&child))?;
+                    let target = target.to_str().ok_or_else(|| LayerError::NotUtf8 {
+                        path: child.clone(),
+                    })?;
+                    SourceContent::Symlink(target.to_string())
+                } else if meta.is_file() {
+                    SourceContent::File {
+                        executable: meta.permissions().mode() & 0o111 != 0,
+                        data: Cow::Owned(fs::read(&child).map_err(io(&child))?),
+                    }
+                } else {
+                    return Err(LayerError::Special { path: child });
+                };
+                entries.push(SourceEntry {
+                    path: child_rel,
+                    content,
+                });
+            }
+        }
+        Ok(LayersTree::new(root.to_path_buf(), entries))
+    }
+
+    /// How messages name the tree: the directory, or the built-in copy.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn entries(&self) -> &[SourceEntry] {
+        &self.entries
+    }
+}
+
+/// Every layer of `tree` (its top-level directories), in name order.
+pub fn discover(tree: &LayersTree) -> Result<Vec<Layer>, LayerError> {
+    let mut layers: Vec<Layer> = Vec::new();
+    for entry in &tree.entries {
+        // Files at the top of the tree belong to no layer.
+        let Some((name, rel)) = entry.path.split_once('/') else {
+            continue;
+        };
+        if layers.last().is_none_or(|l| l.name != name) {
+            layers.push(Layer {
+                name: name.to_string(),
+                dir: tree.root.join(name),
+                spec: LayerSpec::default(),
+                entries: Vec::new(),
+            });
+        }
+        let layer = layers.last_mut().expect("pushed above");
+        if rel == DESCRIPTOR {
+            let descriptor = layer.dir.join(DESCRIPTOR);
+            let SourceContent::File { data, .. } = &entry.content else {
+                return Err(LayerError::Spec {
+                    path: descriptor,
+                    message: "must be a file, not a symlink".into(),
+                });
+            };
+            layer.spec = serde_norway::from_slice(data).map_err(|e| LayerError::Spec {
+                path: descriptor,
+                message: e.to_string(),
+            })?;
+        } else {
+            layer.entries.push((rel.to_string(), entry.content.clone()));
+        }
+    }
+    layers.sort_by(|a, b| a.name.cmp(&b.name));
     if layers.is_empty() {
         return Err(LayerError::Spec {
-            path: root.to_path_buf(),
-            message: "no layers found; point --layers at mailbake's layers/ directory".into(),
+            path: tree.root.clone(),
+            message: "no layers found; point --layers at a directory of layers (or leave it out to use the ones built into mailbake)".into(),
         });
     }
     Ok(layers)
@@ -140,10 +245,11 @@ pub fn render(
 ) -> Result<Vec<(String, Entry)>, LayerError> {
     let origin = Origin::Layer(layer.name.clone());
     let mut out = Vec::new();
-    for (source, rel, meta) in walk(&layer.dir)? {
-        for (path, domain) in instances(&rel, &context.domains) {
+    for (rel, source) in &layer.entries {
+        let at = layer.dir.join(rel);
+        for (path, domain) in instances(rel, &context.domains) {
             let Some((path, content, mode)) =
-                render_entry(&source, &meta, &path, domain, context, env)?
+                render_entry(&at, source, &path, domain, context, env)?
             else {
                 continue;
             };
@@ -161,34 +267,6 @@ pub fn render(
     }
     apply_modes(layer, &mut out)?;
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(out)
-}
-
-/// Every entry below `root` that is not a directory (directories come from their contents),
-/// with its path relative to `root` and its metadata (not following symlinks); the layer's
-/// own `layer.yaml` is left out.
-fn walk(root: &Path) -> Result<Vec<(PathBuf, String, fs::Metadata)>, LayerError> {
-    let mut out = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        for child in sorted_children(&dir)? {
-            let name = file_name(&child)?;
-            let child_rel = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            if child_rel == DESCRIPTOR {
-                continue;
-            }
-            let meta = fs::symlink_metadata(&child).map_err(io(&child))?;
-            if meta.is_dir() {
-                stack.push((child, child_rel));
-            } else {
-                out.push((child, child_rel, meta));
-            }
-        }
-    }
     Ok(out)
 }
 
@@ -216,47 +294,42 @@ fn instances<'d>(
 
 /// One output entry: a symlink as it is, a plain file copied, a template rendered (and left
 /// out when it renders to nothing but white space). Returns the path, content and mode.
+/// `at` names the source in messages.
 fn render_entry(
-    source: &Path,
-    meta: &fs::Metadata,
+    at: &Path,
+    source: &SourceContent,
     path: &str,
     domain: Option<&DomainContext>,
     context: &SiteContext,
     env: &Environment<'_>,
 ) -> Result<Option<(String, Content, u32)>, LayerError> {
-    if meta.file_type().is_symlink() {
-        let target = fs::read_link(source).map_err(io(source))?;
-        let target = target.to_str().ok_or_else(|| LayerError::NotUtf8 {
-            path: source.to_path_buf(),
-        })?;
-        return Ok(Some((
-            path.to_string(),
-            Content::Symlink(target.to_string()),
-            0o777,
-        )));
-    }
-    if !meta.is_file() {
-        return Err(LayerError::Special {
-            path: source.to_path_buf(),
-        });
-    }
-    let executable = meta.permissions().mode() & 0o111 != 0;
+    let (data, executable) = match source {
+        SourceContent::Symlink(target) => {
+            return Ok(Some((
+                path.to_string(),
+                Content::Symlink(target.clone()),
+                0o777,
+            )));
+        }
+        SourceContent::File { data, executable } => (data, *executable),
+    };
     let mode = if executable { 0o755 } else { 0o644 };
     let Some(stem) = path.strip_suffix(TEMPLATE_SUFFIX) else {
-        let data = fs::read(source).map_err(io(source))?;
-        return Ok(Some((path.to_string(), Content::File(data), mode)));
+        return Ok(Some((path.to_string(), Content::File(data.to_vec()), mode)));
     };
-    let text = fs::read_to_string(source).map_err(io(source))?;
+    let text = std::str::from_utf8(data).map_err(|_| LayerError::NotUtf8Template {
+        path: at.to_path_buf(),
+    })?;
     let template_error = |error| LayerError::Template {
-        path: source.to_path_buf(),
+        path: at.to_path_buf(),
         source: error,
     };
     let rendered = match domain {
         Some(domain) => env.render_str(
-            &text,
+            text,
             minijinja::context! { domain => domain, ..Value::from_serialize(context) },
         ),
-        None => env.render_str(&text, context),
+        None => env.render_str(text, context),
     }
     .map_err(template_error)?;
     Ok((!rendered.trim().is_empty())

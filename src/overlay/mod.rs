@@ -12,10 +12,8 @@ pub mod layers;
 pub mod packages;
 pub mod tree;
 
-use std::path::Path;
-
 use crate::template::{self, SiteContext};
-use layers::Layer;
+use layers::{Layer, LayersTree};
 pub use packages::{PackageError, PackagePayload};
 use tree::{Entry, OnExisting, Origin, Tree, TreeError};
 
@@ -39,10 +37,10 @@ pub struct Rendered {
     layers: Vec<(Layer, Vec<(String, Entry)>)>,
 }
 
-/// Renders the layers under `layers_dir` for the site `context` describes.
-pub fn render(context: &SiteContext, layers_dir: &Path) -> Result<Rendered, OverlayError> {
+/// Renders the layers of `tree` for the site `context` describes.
+pub fn render(context: &SiteContext, tree: &LayersTree) -> Result<Rendered, OverlayError> {
     let env = template::environment();
-    let layers = layers::discover(layers_dir)?
+    let layers = layers::discover(tree)?
         .into_iter()
         .map(|layer| {
             let entries = layers::render(&layer, context, &env)?;

@@ -205,12 +205,7 @@ pub fn run_dkim(command: &DkimCommand, out: &mut dyn Write) -> anyhow::Result<()
 fn keygen(store: &StoreArgs, domain: &str, force: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let loaded = load(store)?;
     let (domain, d) = site_domain(&loaded, domain)?;
-    if d.dkim.selectors.is_empty() {
-        bail!(
-            "{domain} has no DKIM selectors in {}; add `dkim: {{ selectors: {{ 2026a-rsa: rsa-2048, 2026a-ed: ed25519 }} }}`",
-            loaded.path.display()
-        );
-    }
+    require_selectors(&loaded, &domain, d, "")?;
     let secrets = store.open_or_create()?;
     for (selector, algorithm) in d.dkim.selectors.iter() {
         let exists = secrets
@@ -245,6 +240,13 @@ fn keygen(store: &StoreArgs, domain: &str, force: bool, out: &mut dyn Write) -> 
 fn rotate(store: &StoreArgs, domain: &str, to: &str, out: &mut dyn Write) -> anyhow::Result<()> {
     let loaded = load(store)?;
     let (domain, d) = site_domain(&loaded, domain)?;
+    // Nothing signs yet, so there is nothing to rotate away from.
+    require_selectors(
+        &loaded,
+        &domain,
+        d,
+        " and generate their keys with `mailbake dkim keygen`; rotation replaces selectors that already sign",
+    )?;
     let secrets = store.open_or_create()?;
     let mut new = Vec::new();
     for (selector, algorithm) in d.dkim.selectors.iter() {
@@ -284,6 +286,23 @@ fn rotate(store: &StoreArgs, domain: &str, to: &str, out: &mut dyn Write) -> any
         out,
         "publish the new records (`mailbake dns`), wait for DNS, rebuild and reseed; remove the retired selectors a few days later"
     )?;
+    Ok(())
+}
+
+/// Fails when `domain` has no signing selectors in the site file, saying how to add some
+/// (and `then`, what to do next).
+fn require_selectors(
+    loaded: &LoadedSite,
+    domain: &DomainName,
+    d: &site::Domain,
+    then: &str,
+) -> anyhow::Result<()> {
+    if d.dkim.selectors.is_empty() {
+        bail!(
+            "{domain} has no DKIM selectors in {}; add `dkim: {{ selectors: {{ 2026a-rsa: rsa-2048, 2026a-ed: ed25519 }} }}` under `domains.{domain}`{then}",
+            loaded.path.display()
+        );
+    }
     Ok(())
 }
 

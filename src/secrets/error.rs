@@ -38,7 +38,7 @@ pub enum SecretsError {
     NotPlain { path: PathBuf },
 
     #[error(
-        "cannot read {path}: {source}\n  fix: make it readable by the user running mailbake (e.g. `chown $(id -un) '{path}' && chmod 600 '{path}'`)"
+        "cannot read {path}: {source}\n  fix: make it readable by the user running mailbake and by no one else (e.g. `chown $(id -un) '{path}' && chmod u+rwX,go= '{path}'`: 0700 for a directory, 0600 for a file)"
     )]
     Unreadable {
         path: PathBuf,
@@ -92,6 +92,15 @@ pub enum SecretsError {
         "password too short: {got} characters, at least {min} required\n  fix: choose a longer password (a few random words work well)"
     )]
     PasswordTooShort { got: usize, min: usize },
+
+    #[error(
+        "password too long: {got} bytes, but {address} can log in with at most {max}: chasquid reads SMTP lines of at most 1000 bytes and AUTH PLAIN sends the address and password base64-encoded on one\n  fix: choose a shorter password"
+    )]
+    PasswordTooLong {
+        got: usize,
+        max: usize,
+        address: String,
+    },
 
     #[error(
         "password contains a {what}, which SMTP AUTH cannot carry\n  fix: choose another password"
@@ -176,5 +185,24 @@ impl SecretsError {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unreadable_fix_suits_directories_and_files() {
+        let err = SecretsError::Unreadable {
+            path: PathBuf::from("secrets/dkim"),
+            source: io::ErrorKind::PermissionDenied.into(),
+        };
+        let text = err.to_string();
+        assert!(!text.contains("chmod 600"), "{text}");
+        assert!(
+            text.contains("0700 for a directory, 0600 for a file"),
+            "{text}"
+        );
     }
 }

@@ -49,7 +49,8 @@ mod userdb;
 pub use dkim::{DkimKey, KeyKind, MIN_RSA_BITS, dns_txt_value, generate};
 pub use error::{KeyError, SecretsError};
 pub use password::{
-    MIN_PASSWORD_CHARS, Password, read_password_from, read_password_twice_from_tty,
+    MIN_PASSWORD_CHARS, Password, SMTP_LINE_LIMIT, max_password_bytes, read_password_from,
+    read_password_twice_from_tty,
 };
 pub use required::{Need, needs, open_for_site};
 pub use store::{ACME_ENV, SecretStore, TLS_FULLCHAIN, TLS_PRIVKEY};

@@ -12,6 +12,21 @@ use super::error::SecretsError;
 /// slows guessing down; length is what makes guessing hopeless.
 pub const MIN_PASSWORD_CHARS: usize = 12;
 
+/// chasquid reads an SMTP command line of at most 1000 octets (RFC 5321 4.5.3.1.6, without
+/// the CRLF) and refuses a longer one as "line too long" (`internal/smtpsrv/conn.go`,
+/// `readLine`). AUTH PLAIN carries the credentials on one such line.
+pub const SMTP_LINE_LIMIT: usize = 1000;
+
+/// The longest password (in UTF-8 bytes) `address` can log in with: clients send
+/// `AUTH PLAIN <base64 of "\0address\0password">` on one line (the initial response of RFC
+/// 4954, what most clients do), so the base64 of the whole must fit in the line after
+/// `AUTH PLAIN `.
+pub fn max_password_bytes(address: &str) -> usize {
+    let base64_room = SMTP_LINE_LIMIT - "AUTH PLAIN ".len();
+    let decoded_room = base64_room / 4 * 3;
+    decoded_room.saturating_sub(address.len() + 2)
+}
+
 /// A plaintext password that passed the policy checks. Zeroed on drop; `Debug` is redacted.
 pub struct Password(Zeroizing<String>);
 
@@ -36,6 +51,20 @@ impl Password {
             });
         }
         Ok(Password(plain))
+    }
+
+    /// Refuses a password too long for `address` to log in with over SMTP
+    /// ([`max_password_bytes`]).
+    pub fn check_fits_auth(&self, address: &str) -> Result<(), SecretsError> {
+        let max = max_password_bytes(address);
+        if self.0.len() > max {
+            return Err(SecretsError::PasswordTooLong {
+                got: self.0.len(),
+                max,
+                address: address.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// The plaintext, for hashing.
@@ -113,6 +142,27 @@ mod tests {
         assert!(matches!(
             read_password_from(&b"correct horse battery\n\n"[..]),
             Err(SecretsError::PasswordInvalidChar { .. })
+        ));
+    }
+
+    #[test]
+    fn the_longest_password_fills_one_auth_plain_line() {
+        use base64::Engine as _;
+        let address = "i@example.com";
+        let max = max_password_bytes(address);
+        let line = |pw: &str| {
+            let response = format!("\0{address}\0{pw}");
+            format!(
+                "AUTH PLAIN {}",
+                base64::engine::general_purpose::STANDARD.encode(response)
+            )
+        };
+        assert!(line(&"x".repeat(max)).len() <= SMTP_LINE_LIMIT);
+        assert!(line(&"x".repeat(max + 1)).len() > SMTP_LINE_LIMIT);
+        let long = Password::new("x".repeat(max + 1)).unwrap();
+        assert!(matches!(
+            long.check_fits_auth(address),
+            Err(SecretsError::PasswordTooLong { got, max: m, .. }) if got == max + 1 && m == max
         ));
     }
 

@@ -162,6 +162,7 @@ impl SecretStore {
         local: &LocalPart,
         password: &Password,
     ) -> Result<(), SecretsError> {
+        password.check_fits_auth(&format!("{local}@{domain}"))?;
         let _lock = self.lock()?;
         let path = self.users_path(domain);
         let mut db = self.user_db(domain)?;

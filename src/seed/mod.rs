@@ -44,7 +44,7 @@ pub use files::StagedFile;
 pub use material::{Material, TlsPair};
 
 /// The cloud-init templates (`cloud-init/`), by the name of the file each one makes.
-const TEMPLATES: [(&str, &str); 4] = [
+pub(crate) const TEMPLATES: [(&str, &str); 4] = [
     ("manifest", include_str!("../../cloud-init/manifest.j2")),
     ("user-data", include_str!("../../cloud-init/user-data.j2")),
     (
@@ -230,6 +230,7 @@ pub fn host_context<'a>(
         network: network::context(host),
         dirs,
         files: files.iter().map(StagedFile::context).collect(),
+        image: None,
     }
 }
 

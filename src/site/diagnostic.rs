@@ -44,12 +44,22 @@ pub struct SiteErrors {
 
 impl SiteErrors {
     pub fn new(file: PathBuf, text: String, problems: Vec<Problem>) -> SiteErrors {
-        let source = NamedSource::new(file.display().to_string(), text);
+        let problems: Vec<Problem> = problems
+            .into_iter()
+            .map(|p| Problem {
+                message: bound_echo(&p.message),
+                help: p.help.as_deref().map(bound_echo),
+                at: p.at,
+            })
+            .collect();
         let rendered = problems
             .iter()
             .map(|p| ProblemDiagnostic {
                 problem: p.clone(),
-                source: source.clone(),
+                snippet: p
+                    .at
+                    .is_some_and(|at| line_len_at(&text, at.offset) <= MAX_SNIPPET_LINE),
+                source: NamedSource::new(file.display().to_string(), text.clone()),
             })
             .collect();
 
@@ -125,9 +135,71 @@ impl SiteErrors {
     }
 }
 
+/// Longest quoted value a message repeats; the rest is counted, not shown.
+const MAX_ECHO_CHARS: usize = 200;
+/// Longest message shown whole.
+const MAX_MESSAGE_CHARS: usize = 2000;
+/// Source lines longer than this get no snippet: the message already shows the start of the
+/// value, and a megabyte line would be echoed whole.
+const MAX_SNIPPET_LINE: usize = 300;
+
+/// `message` with every backquoted value cut to [`MAX_ECHO_CHARS`], control characters
+/// escaped (a value may hold terminal escape sequences), and the whole cut to
+/// [`MAX_MESSAGE_CHARS`].
+pub fn bound_echo(message: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        let quoted = i % 2 == 1;
+        let count = part.chars().count();
+        if quoted && count > MAX_ECHO_CHARS {
+            out.extend(part.chars().take(MAX_ECHO_CHARS));
+            out.push_str(&format!("… ({} more characters)", count - MAX_ECHO_CHARS));
+        } else {
+            out.push_str(part);
+        }
+    }
+    let escaped = escape_controls(&out);
+    let count = escaped.chars().count();
+    if count <= MAX_MESSAGE_CHARS {
+        return escaped;
+    }
+    let mut cut: String = escaped.chars().take(MAX_MESSAGE_CHARS).collect();
+    cut.push_str(&format!(
+        "… ({} more characters)",
+        count - MAX_MESSAGE_CHARS
+    ));
+    cut
+}
+
+/// Control characters other than newline and tab, written as `\u{..}`.
+pub fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                format!("\\u{{{:x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Length in bytes of the line holding byte `offset`.
+fn line_len_at(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    end - start
+}
+
 #[derive(Debug)]
 struct ProblemDiagnostic {
     problem: Problem,
+    /// Whether to show the source line (not for very long lines).
+    snippet: bool,
     source: NamedSource<String>,
 }
 
@@ -148,11 +220,14 @@ impl Diagnostic for ProblemDiagnostic {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        self.problem.at.map(|_| &self.source as &dyn SourceCode)
+        self.problem
+            .at
+            .filter(|_| self.snippet)
+            .map(|_| &self.source as &dyn SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        let at = self.problem.at?;
+        let at = self.problem.at.filter(|_| self.snippet)?;
         Some(Box::new(std::iter::once(LabeledSpan::new(
             Some("here".into()),
             at.offset,

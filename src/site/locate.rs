@@ -40,6 +40,7 @@ impl Locations {
             parser: Parser::new_from_str(text),
             text,
             found: Locations::default(),
+            cursor: (0, 0),
         };
         let _ = walker.document();
         walker.found
@@ -83,6 +84,8 @@ struct Walker<'a> {
     parser: Parser<std::str::Chars<'a>>,
     text: &'a str,
     found: Locations,
+    /// The last marker converted: (character index, byte offset).
+    cursor: (usize, usize),
 }
 
 /// Stops the walk: the YAML did not parse or ended early.
@@ -93,13 +96,19 @@ impl Walker<'_> {
         self.parser.next_token().map_err(|_| Stop)
     }
 
-    fn position(&self, marker: Marker) -> Position {
-        // The marker counts characters; snippets need bytes.
-        let offset = self
-            .text
-            .char_indices()
-            .nth(marker.index())
-            .map_or(self.text.len(), |(byte, _)| byte);
+    fn position(&mut self, marker: Marker) -> Position {
+        // The marker counts characters; snippets need bytes. Markers come in document order,
+        // so the conversion resumes from the previous one: linear in the file, not quadratic.
+        let (mut chars, mut bytes) = self.cursor;
+        if marker.index() < chars {
+            (chars, bytes) = (0, 0);
+        }
+        let skip = marker.index() - chars;
+        let offset = match self.text[bytes..].char_indices().nth(skip) {
+            Some((byte, _)) => bytes + byte,
+            None => self.text.len(),
+        };
+        self.cursor = (marker.index(), offset);
         Position {
             line: marker.line(),
             column: marker.col() + 1,

@@ -4,8 +4,11 @@
 //! loops are all errors, reported with file, line and column, because a mail server that
 //! starts with a half-understood configuration fails later and more quietly.
 
+mod alias_graph;
 mod chasquid;
+mod deserialize;
 mod diagnostic;
+mod hints;
 mod locate;
 mod model;
 mod names;
@@ -18,6 +21,11 @@ use std::path::{Path, PathBuf};
 
 pub use chasquid::*;
 pub use diagnostic::{Problem, SiteErrors};
+
+/// Bounds and escapes an error message for the terminal (see [`SiteErrors`]).
+pub fn bound_message(text: &str) -> String {
+    diagnostic::bound_echo(text)
+}
 pub use locate::Position;
 pub use model::*;
 pub use names::*;
@@ -26,6 +34,10 @@ pub use policy::*;
 pub use sending::*;
 
 use locate::Locations;
+
+/// Largest site file read: a real one is a few kilobytes. The cap keeps `/dev/zero`, a
+/// runaway generator or a wrong path from being read until memory runs out.
+pub const MAX_SITE_BYTES: u64 = 1 << 20;
 
 /// Why a site could not be loaded.
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -36,6 +48,12 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("site file {} is not a regular file ({what})\n  fix: give the path of the YAML file itself", path.display())]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error("site file {} is larger than {} bytes; a site file is a few kilobytes\n  fix: check the path", path.display(), MAX_SITE_BYTES)]
+    TooLarge { path: PathBuf },
+    #[error("site file {} is not UTF-8 text (first bad byte at offset {offset})\n  fix: save it as UTF-8", path.display())]
+    NotText { path: PathBuf, offset: usize },
     #[error(transparent)]
     #[diagnostic(transparent)]
     Invalid(#[from] Box<SiteErrors>),
@@ -53,10 +71,7 @@ pub struct LoadedSite {
 
 /// Reads and validates a site file.
 pub fn load(path: &Path) -> Result<LoadedSite, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = read_capped(path)?;
     let site = parse(path, &text)?;
     let dir = path
         .parent()
@@ -70,8 +85,57 @@ pub fn load(path: &Path) -> Result<LoadedSite, LoadError> {
     })
 }
 
-/// Parses and validates site text; `path` is only used in messages.
+/// Reads at most [`MAX_SITE_BYTES`] of a regular file. Opened non-blocking, so a FIFO with
+/// no writer is reported instead of waited on; the type is checked on the open handle.
+fn read_capped(path: &Path) -> Result<String, LoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let read_err = |source| LoadError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_err)?;
+    let kind = file.metadata().map_err(read_err)?.file_type();
+    let what = if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a named pipe")
+    } else if kind.is_char_device() || kind.is_block_device() {
+        Some("a device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        None
+    };
+    if let Some(what) = what {
+        return Err(LoadError::NotAFile {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SITE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_SITE_BYTES {
+        return Err(LoadError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    String::from_utf8(bytes).map_err(|e| LoadError::NotText {
+        path: path.to_path_buf(),
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
+/// Parses and validates site text; `path` is only used in messages. A UTF-8 byte order mark
+/// (which some editors write) is ignored.
 pub fn parse(path: &Path, text: &str) -> Result<Site, Box<SiteErrors>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let fail = |problems| {
         Box::new(SiteErrors::new(
             path.to_path_buf(),
@@ -79,15 +143,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Site, Box<SiteErrors>> {
             problems,
         ))
     };
-    let site: Site = match serde_norway::from_str(text) {
-        Ok(site) => site,
-        Err(err) => return Err(fail(vec![problem_from_serde(text, &err)])),
+    let value: serde_norway::Value = match serde_norway::from_str(text) {
+        Ok(value) => value,
+        Err(err) => return Err(fail(syntax_problems(text, &err))),
     };
+    let locations = Locations::index(text);
+    let site = deserialize::site(value, &locations).map_err(fail)?;
     let findings = validate::check(&site);
     if findings.is_empty() {
         return Ok(site);
     }
-    let locations = Locations::index(text);
     let problems = findings
         .into_iter()
         .map(|f| {
@@ -107,8 +172,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Site, Box<SiteErrors>> {
     Err(fail(problems))
 }
 
-fn problem_from_serde(text: &str, err: &serde_norway::Error) -> Problem {
-    let mut at = err.location().map(|loc| Position {
+/// The YAML parser's error, and what most likely caused it when the parser's own words
+/// mislead (a tab used for indentation, a `[` or `{` never closed).
+fn syntax_problems(text: &str, err: &serde_norway::Error) -> Vec<Problem> {
+    let at = err.location().map(|loc| Position {
         line: loc.line(),
         column: loc.column(),
         offset: loc.index().min(text.len()),
@@ -119,29 +186,17 @@ fn problem_from_serde(text: &str, err: &serde_norway::Error) -> Problem {
         Some(cut) => message[..cut].to_string(),
         None => message,
     };
-    // serde_norway locates errors raised inside a mapping at the mapping's start. Our messages
-    // quote the offending value in backticks; point at that value itself when it can be found.
-    if let (Some(start), Some(quoted)) = (at, first_quoted(&message))
-        && let Some(exact) = Locations::index(text).scalar_after(start.offset, quoted)
-    {
-        at = Some(exact);
-    }
-    let help = if message.contains("unknown field") {
-        Some(
-            "remove or rename the key; the accepted keys are listed above and in docs/site.md"
-                .to_string(),
-        )
-    } else if message.contains("missing field") {
-        Some("add the key; docs/site.md describes it".to_string())
-    } else {
-        None
+    // A key written twice: say it the way the typed maps do for keys equal once normalized.
+    let message = match message.split_once("duplicate entry with key \"") {
+        Some((_, rest)) => format!(
+            "`{}` is listed twice (names are compared lowercase, without a trailing dot); merge the two entries",
+            rest.trim_end_matches('"')
+        ),
+        None => message,
     };
-    Problem { message, help, at }
-}
-
-/// The first text between backticks in `message`.
-fn first_quoted(message: &str) -> Option<&str> {
-    let start = message.find('`')? + 1;
-    let len = message[start..].find('`')?;
-    Some(&message[start..start + len])
+    let mut problems = hints::syntax(text, at.map_or(usize::MAX, |a| a.line));
+    if problems.is_empty() {
+        problems.push(Problem::new(message, at));
+    }
+    problems
 }

@@ -11,7 +11,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use super::chasquid::ChasquidSettings;
 use super::names::{AliasName, DomainName, HostName, LocalPart, MailAddress, Selector, SiteName};
 use super::net::{Ipv4Config, Ipv6Config};
-use super::policy::{AliasTargets, DkimAlgorithm, Dmarc, ReportUris, Spf};
+use super::policy::{AliasTargets, DkimAlgorithm, Dmarc, Spf, TlsRptUris};
 
 /// A whole site: the mail domains it serves and the hosts that serve them.
 #[derive(Clone, Debug, Deserialize)]
@@ -123,7 +123,7 @@ fn mta_sts_max_age<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsRpt {
-    pub rua: ReportUris,
+    pub rua: TlsRptUris,
 }
 
 /// DKIM selectors of a domain and the algorithm of each one's key. chasquid signs with every
@@ -153,6 +153,11 @@ pub struct Host {
     /// Resolvers for the static network configuration; empty means "what DHCP gives".
     #[serde(default)]
     pub nameservers: Vec<IpAddr>,
+    /// Accept addresses the internet cannot reach (RFC 1918, CGNAT, unique local IPv6) for
+    /// this host: a lab or test network only. Off by default, because an MX on a private
+    /// address receives no mail and its A, PTR and SPF records mean nothing outside.
+    #[serde(default)]
+    pub allow_private: bool,
 }
 
 /// How hosts get their certificates. Without `acme`, each host makes a self-signed bootstrap
@@ -290,14 +295,17 @@ macro_rules! checked_string {
 }
 
 checked_string!(
-    /// A lego DNS provider name: lowercase letters, digits and dots.
+    /// A lego DNS provider name: lowercase letters and digits, in dot-separated parts that
+    /// are never empty (`cloudflare`, `httpreq`, `edgedns`, `namesilo`; `..` or `.x` are not
+    /// names and would reach lego's command line as such).
     LegoProvider,
     |text| {
-        if !text.is_empty()
-            && text
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.')
-        {
+        if text.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        }) {
             Ok(())
         } else {
             Err(format!(
@@ -390,15 +398,46 @@ checked_string!(
         let mut parts = text.split_whitespace();
         let kind = parts.next().unwrap_or("");
         let blob = parts.next().unwrap_or("");
-        if !TYPES.contains(&kind) || blob.len() < 16 || text.contains('\n') {
+        if !TYPES.contains(&kind) || blob.len() < 16 || text.contains(['\n', '\r']) {
             return Err(format!(
-                "not an SSH public key line; expected `<type> <base64> [comment]` with type one of {}",
+                "not an SSH public key line; expected `<type> <base64> [comment]` on one line, with type one of {}",
                 TYPES.join(", ")
             ));
         }
-        Ok(())
+        ssh_key_blob_names(kind, blob).map_err(|why| {
+            format!("SSH key `{kind} {}…`: {why}; copy the whole line of the `.pub` file again", truncate_chars(blob, 12))
+        })
+
     }
 );
+
+/// sshd decodes the base64 blob and reads the key type written inside it (RFC 4253: a
+/// length-prefixed string); a blob that does not decode, or names another type, is ignored by
+/// sshd, which would lock the operator out of every host.
+fn ssh_key_blob_names(kind: &str, blob: &str) -> Result<(), String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(blob)
+        .map_err(|e| format!("the key is not valid base64 ({e})"))?;
+    let named = bytes
+        .get(..4)
+        .and_then(|len| <[u8; 4]>::try_from(len).ok())
+        .map(|len| u32::from_be_bytes(len) as usize)
+        .and_then(|len| bytes.get(4..4 + len));
+    match named {
+        Some(name) if name == kind.as_bytes() => Ok(()),
+        Some(name) => Err(format!(
+            "the key inside is a `{}` key, not `{kind}`",
+            String::from_utf8_lossy(name)
+        )),
+        None => Err("the decoded key is too short to be an SSH key".into()),
+    }
+}
+
+/// The first `n` characters of `text`.
+fn truncate_chars(text: &str, n: usize) -> &str {
+    text.char_indices().nth(n).map_or(text, |(i, _)| &text[..i])
+}
 
 /// A map that refuses two keys that mean the same thing. YAML already refuses literal
 /// duplicates, but `Example.com` and `example.com.` are the same domain once normalized.

@@ -145,6 +145,7 @@ fn check_domain(value: &str) -> Result<String, String> {
     }
     for label in &labels {
         check_label(label).map_err(|why| format!("`{value}`: {why}"))?;
+        check_idna_label(label).map_err(|why| format!("`{value}`: {why}"))?;
     }
     if labels
         .last()
@@ -155,6 +156,41 @@ fn check_domain(value: &str) -> Result<String, String> {
         ));
     }
     Ok(ascii)
+}
+
+/// An `xn--` label must be the punycode of a valid IDNA2008 label: it decodes, encodes back
+/// to itself, and its characters are letters, digits, combining marks or hyphens (RFC 5892's
+/// rule; `☃` or emoji are symbols, which registries refuse and mail software mangles).
+fn check_idna_label(label: &str) -> Result<(), String> {
+    use icu_properties::{CodePointMapData, props::GeneralCategory as Gc};
+    if !label.starts_with("xn--") {
+        return Ok(());
+    }
+    let (unicode, decoded) = idna::domain_to_unicode(label);
+    if decoded.is_err() || idna::domain_to_ascii_strict(&unicode).ok().as_deref() != Some(label) {
+        return Err(format!(
+            "label `{label}` is not valid punycode (IDNA); write the name in Unicode, or copy its ASCII form from the registrar"
+        ));
+    }
+    let categories = CodePointMapData::<Gc>::new();
+    if let Some(bad) = unicode.chars().find(|c| {
+        *c != '-'
+            && !matches!(
+                categories.get(*c),
+                Gc::LowercaseLetter
+                    | Gc::OtherLetter
+                    | Gc::ModifierLetter
+                    | Gc::DecimalNumber
+                    | Gc::NonspacingMark
+                    | Gc::SpacingMark
+            )
+    }) {
+        return Err(format!(
+            "label `{unicode}` ({label}) contains `{bad}` (U+{:04X}), which is not a letter, digit or mark; IDNA2008 does not allow it in domain names",
+            u32::from(bad)
+        ));
+    }
+    Ok(())
 }
 
 /// An LDH label: letters, digits and hyphens, 1 to 63 characters, no hyphen at either end.
@@ -310,6 +346,28 @@ mod tests {
     fn unicode_domains_become_punycode() {
         let d = DomainName::try_from("bücher.example").unwrap();
         assert_eq!(d.as_str(), "xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn idna_labels_must_be_valid_idna2008() {
+        for (bad, why) in [
+            ("☃.com", "`☃` (U+2603)"),
+            ("xn--n3h.com", "`☃` (U+2603)"),
+            ("💩.la", "not a letter, digit or mark"),
+            ("xn--zz.com", "not valid punycode"),
+            ("xn--a.com", "not valid punycode"),
+        ] {
+            let err = DomainName::try_from(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        for good in [
+            "xn--bcher-kva.example",
+            "हिन्दी.example",
+            "例え.テスト",
+            "ab--cd.com",
+        ] {
+            assert!(DomainName::try_from(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

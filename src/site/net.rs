@@ -1,7 +1,7 @@
 //! Host addressing: the IPv4 and IPv6 configuration of a host, validated while parsing.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::de::{self, MapAccess, Visitor};
@@ -46,9 +46,13 @@ fn is_ipv6_link_local(ip: &Ipv6Addr) -> bool {
     (ip.segments()[0] & 0xffc0) == 0xfe80
 }
 
-fn check_public_ipv4(ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
+/// Refuses IPv4 addresses no interface can have. Private ranges are not refused here: a lab
+/// site may use them (`allow_private`), which [`non_public`] and the site checks decide.
+fn check_interface_ipv4(ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
     let why = if ip.is_unspecified() {
         "the unspecified address"
+    } else if ip.octets()[0] == 0 {
+        "in 0.0.0.0/8 (\"this network\", RFC 1122)"
     } else if ip.is_loopback() {
         "a loopback address"
     } else if ip.is_multicast() {
@@ -57,6 +61,8 @@ fn check_public_ipv4(ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
         "the broadcast address"
     } else if ip.is_link_local() {
         "a link-local address"
+    } else if ip.octets()[0] >= 240 {
+        "in the reserved range 240.0.0.0/4"
     } else {
         return Ok(ip);
     };
@@ -65,8 +71,67 @@ fn check_public_ipv4(ip: Ipv4Addr) -> Result<Ipv4Addr, String> {
     ))
 }
 
+/// Why `ip` cannot be reached from the internet, for addresses an interface may still have
+/// on a private network: RFC 1918, shared address space (CGNAT), benchmarking, IETF protocol
+/// assignments, unique local and site-local IPv6. The documentation ranges (192.0.2.0/24,
+/// 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) are not in the list: examples and tests
+/// use them as stand-ins for public addresses.
+pub fn non_public(ip: IpAddr) -> Option<&'static str> {
+    let in_v4 = |ip: Ipv4Addr, net: &str| net.parse::<Ipv4Net>().is_ok_and(|n| n.contains(&ip));
+    let in_v6 = |ip: Ipv6Addr, net: &str| net.parse::<Ipv6Net>().is_ok_and(|n| n.contains(&ip));
+    match ip {
+        IpAddr::V4(v4) if v4.is_private() => Some("a private address (RFC 1918)"),
+        IpAddr::V4(v4) if in_v4(v4, "100.64.0.0/10") => {
+            Some("in the shared address space of carrier-grade NAT (100.64.0.0/10, RFC 6598)")
+        }
+        IpAddr::V4(v4) if in_v4(v4, "198.18.0.0/15") => {
+            Some("in the benchmarking range 198.18.0.0/15 (RFC 2544)")
+        }
+        IpAddr::V4(v4) if in_v4(v4, "192.0.0.0/24") => {
+            Some("in the IETF protocol assignments 192.0.0.0/24 (RFC 6890)")
+        }
+        IpAddr::V6(v6) if in_v6(v6, "fc00::/7") => Some("a unique local address (fc00::/7)"),
+        IpAddr::V6(v6) if in_v6(v6, "fec0::/10") => {
+            Some("a site-local address (fec0::/10, deprecated by RFC 3879)")
+        }
+        _ => None,
+    }
+}
+
+/// `Some(v4)` when `ip` is an IPv4 address written in IPv6 form: mapped (`::ffff:a.b.c.d`) or
+/// the deprecated compatible form (`::a.b.c.d`).
+fn embedded_ipv4(ip: &Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = ip.segments();
+    let compatible = s[..6].iter().all(|x| *x == 0) && (s[6] != 0 || s[7] > 1);
+    compatible.then(|| {
+        let [a, b, c, d] = [s[6] >> 8, s[6] & 0xff, s[7] >> 8, s[7] & 0xff].map(|x| x as u8);
+        Ipv4Addr::new(a, b, c, d)
+    })
+}
+
+fn refuse_embedded_ipv4_net(ip: &Ipv6Addr, role: &str) -> Result<(), String> {
+    refuse_embedded_ipv4(ip, role).map_err(|e| e.replacen('`', "", 2))
+}
+
+/// Refuses an IPv4 address in IPv6 clothing, naming the IPv4 form.
+fn refuse_embedded_ipv4(ip: &Ipv6Addr, role: &str) -> Result<(), String> {
+    match embedded_ipv4(ip) {
+        Some(v4) => Err(format!(
+            "`{ip}` is the IPv4 address {v4} written as IPv6; {role}"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn check_ipv6_interface_address(net: Ipv6Net) -> Result<Ipv6Net, String> {
     let ip = net.addr();
+    refuse_embedded_ipv4_net(
+        &ip,
+        "give the host's IPv4 address under `ipv4:` and its global IPv6 address here",
+    )?;
     let why = if ip.is_unspecified() {
         Some("the unspecified address")
     } else if ip.is_loopback() {
@@ -127,6 +192,11 @@ fn ipv6_gateway<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv6Addr, D::Error> {
             "{ip} cannot be a gateway; use the router address the provider gives (often `fe80::1`)"
         )));
     }
+    refuse_embedded_ipv4(
+        &ip,
+        "an IPv6 default route needs an IPv6 router, often `fe80::1`",
+    )
+    .map_err(de::Error::custom)?;
     Ok(ip)
 }
 
@@ -177,7 +247,7 @@ fn ipv4_from_parts(address: &str, gateway: Option<&str>) -> Result<Ipv4Config, S
             format!("`{address}` is not an IPv4 address; expected e.g. `203.0.113.10`")
         })?;
         return Ok(Ipv4Config {
-            address: check_public_ipv4(ip)?,
+            address: check_interface_ipv4(ip)?,
             assignment: Ipv4Assignment::Dhcp,
         });
     };
@@ -192,8 +262,39 @@ fn ipv4_from_parts(address: &str, gateway: Option<&str>) -> Result<Ipv4Config, S
             "gateway {gateway} is not another address inside {network}; check the prefix length"
         ));
     }
+    // In a /31 (RFC 3021) and a /32 every address is a host; below that the first and last
+    // addresses of the prefix are the network itself and its broadcast, never a host's.
+    if network.prefix_len() < 31 {
+        let edge = |ip: Ipv4Addr| {
+            if ip == network.network() {
+                Some("network")
+            } else if ip == network.broadcast() {
+                Some("broadcast")
+            } else {
+                None
+            }
+        };
+        let hosts = format!(
+            "{} to {}",
+            Ipv4Addr::from(u32::from(network.network()) + 1),
+            Ipv4Addr::from(u32::from(network.broadcast()) - 1)
+        );
+        if let Some(what) = edge(network.addr()) {
+            return Err(format!(
+                "{} is the {what} address of {}; a host address lies between them ({hosts}), check the address and the prefix length",
+                network.addr(),
+                network.trunc()
+            ));
+        }
+        if let Some(what) = edge(gateway) {
+            return Err(format!(
+                "gateway {gateway} is the {what} address of {}; the router has a host address ({hosts})",
+                network.trunc()
+            ));
+        }
+    }
     Ok(Ipv4Config {
-        address: check_public_ipv4(network.addr())?,
+        address: check_interface_ipv4(network.addr())?,
         assignment: Ipv4Assignment::Static { network, gateway },
     })
 }

@@ -289,9 +289,17 @@ impl<'de> Deserialize<'de> for FailureOptions {
     }
 }
 
+/// One report destination: `mailto:<address>`, with DMARC's optional size limit
+/// (`!10m`: RFC 7489 6.2, a number with an optional `k`, `m`, `g` or `t`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportUri {
+    pub address: MailAddress,
+    pub max_size: Option<String>,
+}
+
 /// DMARC report destinations: `mailto:` URIs, one or a list.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReportUris(pub Vec<MailAddress>);
+pub struct ReportUris(pub Vec<ReportUri>);
 
 impl<'de> Deserialize<'de> for ReportUris {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -303,24 +311,91 @@ impl<'de> Deserialize<'de> for ReportUris {
         };
         let mut out = Vec::with_capacity(uris.len());
         for uri in uris {
-            let Some(addr) = uri.strip_prefix("mailto:") else {
-                return Err(de::Error::custom(format!(
-                    "`{uri}` is not a `mailto:` URI; write `mailto:{uri}`"
-                )));
-            };
-            out.push(MailAddress::try_from(addr).map_err(de::Error::custom)?);
+            out.push(parse_report_uri(&uri).map_err(de::Error::custom)?);
         }
         Ok(ReportUris(out))
     }
+}
+
+fn parse_report_uri(uri: &str) -> Result<ReportUri, String> {
+    let Some(rest) = uri.strip_prefix("mailto:") else {
+        return Err(format!(
+            "`{uri}` is not a `mailto:` URI; write `mailto:{uri}`"
+        ));
+    };
+    // `!` is the size delimiter, so it cannot also be part of the address (a literal one
+    // would be percent-encoded as %21).
+    let (address, max_size) = match rest.split_once('!') {
+        Some((address, size)) => (address, Some(size)),
+        None => (rest, None),
+    };
+    if let Some(size) = max_size {
+        let digits = size.trim_end_matches(['k', 'm', 'g', 't']);
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || size.len() > digits.len() + 1
+        {
+            return Err(format!(
+                "`{uri}`: `!` starts the report size limit, a number with an optional unit k, m, g or t (e.g. `mailto:{address}!10m`); a `!` in the address itself is written %21"
+            ));
+        }
+    }
+    let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
+    if let Some(bad) = local.chars().find(|c| !uri_local_char(*c)) {
+        return Err(format!(
+            "`{uri}`: `{bad}` cannot appear in a report URI's address; DNS tag syntax reserves `,`, `;` and `!`, and URIs allow only ASCII letters, digits and -._~$&'*+= (percent-encode anything else, e.g. %21)"
+        ));
+    }
+    let address = MailAddress::try_from(address)?;
+    Ok(ReportUri {
+        address,
+        max_size: max_size.map(str::to_string),
+    })
+}
+
+/// Characters a `mailto:` URI may carry unencoded in the local part of a report address
+/// (RFC 3986 unreserved and the sub-delimiters that DMARC and TLS-RPT do not reserve), plus
+/// `%` for percent-encoded ones.
+fn uri_local_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~$&'*+=%".contains(c)
 }
 
 impl ReportUris {
     pub fn to_tag_value(&self) -> String {
         self.0
             .iter()
-            .map(|a| format!("mailto:{a}"))
+            .map(|u| match &u.max_size {
+                Some(size) => format!("mailto:{}!{size}", u.address),
+                None => format!("mailto:{}", u.address),
+            })
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// TLS-RPT report destinations (RFC 8460): `mailto:` URIs as for DMARC, without a size
+/// limit, which TLS-RPT does not define.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsRptUris(pub ReportUris);
+
+impl<'de> Deserialize<'de> for TlsRptUris {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let uris = ReportUris::deserialize(d)?;
+        if let Some(sized) = uris.0.iter().find(|u| u.max_size.is_some()) {
+            return Err(de::Error::custom(format!(
+                "`mailto:{}!{}`: TLS-RPT has no size limit (only DMARC does); write `mailto:{}`",
+                sized.address,
+                sized.max_size.as_deref().unwrap_or_default(),
+                sized.address
+            )));
+        }
+        Ok(TlsRptUris(uris))
+    }
+}
+
+impl TlsRptUris {
+    pub fn to_tag_value(&self) -> String {
+        self.0.to_tag_value()
     }
 }
 
@@ -360,6 +435,20 @@ mod tests {
         assert_eq!(d.fo, Some(FailureOptions("d:s".into())));
         assert!(serde_norway::from_str::<Dmarc>("{p: reject, fo: 2}").is_err());
         assert!(serde_norway::from_str::<Dmarc>("{p: reject, pct: 101}").is_err());
+        let d: Dmarc =
+            serde_norway::from_str("{p: reject, rua: 'mailto:a@example.com!10m'}").unwrap();
+        assert_eq!(d.rua.unwrap().to_tag_value(), "mailto:a@example.com!10m");
+        for bad in [
+            "mailto:a@example.com!",
+            "mailto:a@example.com!10x",
+            "mailto:a@example.com!m",
+            "mailto:a!b@example.com",
+            "mailto:a@example.com!1!2",
+            "mailto:ü@example.com",
+        ] {
+            let yaml = format!("{{p: reject, rua: '{bad}'}}");
+            assert!(serde_norway::from_str::<Dmarc>(&yaml).is_err(), "{bad}");
+        }
         assert!(
             serde_norway::from_str::<Dmarc>("{p: reject, rua: rua@example.com}")
                 .unwrap_err()

@@ -1,14 +1,12 @@
 //! Checks that need the whole site: references between values, loops, duplicates across hosts.
 //! Each finding carries the YAML path it is about, so it can be located in the file.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 
-use super::model::Site;
-use super::names::{AliasName, DomainName};
-use super::policy::AliasTarget;
-
-/// chasquid stops expanding aliases after this many levels.
-const ALIAS_RECURSION_LIMIT: usize = 10;
+use super::alias_graph::{self, SiteAddresses};
+use super::model::{Host, Site};
+use super::net::non_public;
 
 /// SPF allows ten DNS-querying mechanisms; `mx` is one, each `include` another.
 const SPF_LOOKUP_LIMIT: usize = 10;
@@ -23,7 +21,7 @@ pub struct Finding {
     pub help: Option<String>,
 }
 
-fn finding(path: &[&str], message: String, help: Option<String>) -> Finding {
+pub(super) fn finding(path: &[&str], message: String, help: Option<String>) -> Finding {
     Finding {
         path: path.iter().map(|s| s.to_string()).collect(),
         at_key: false,
@@ -48,10 +46,12 @@ pub fn check(site: &Site) -> Vec<Finding> {
             Some("add at least one host under `hosts:`".into()),
         ));
     }
-    check_users(site, &mut out);
-    check_alias_targets(site, &mut out);
-    check_alias_loops(site, &mut out);
+    let addresses = SiteAddresses::of(site);
+    check_users(site, &addresses, &mut out);
+    check_alias_targets(site, &addresses, &mut out);
+    alias_graph::check(site, &addresses, &mut out);
     check_hosts_are_distinct(site, &mut out);
+    check_host_addresses(site, &mut out);
     check_spf(site, &mut out);
     check_dkim(site, &mut out);
     super::sending::check(site, &mut out);
@@ -72,7 +72,7 @@ fn check_dkim(site: &Site, out: &mut Vec<Finding>) {
     }
 }
 
-fn check_users(site: &Site, out: &mut Vec<Finding>) {
+fn check_users(site: &Site, addresses: &SiteAddresses, out: &mut Vec<Finding>) {
     for (domain, d) in site.domains.iter() {
         let mut seen = BTreeSet::new();
         for (i, user) in d.users.iter().enumerate() {
@@ -84,7 +84,7 @@ fn check_users(site: &Site, out: &mut Vec<Finding>) {
                     Some("remove the duplicate".into()),
                 ));
             }
-            if d.aliases.keys().any(|a| a.as_str() == user.as_str()) {
+            if addresses.is_alias(domain, user.as_str()) {
                 out.push(finding(
                     &["domains", domain.as_str(), "users", &index],
                     format!("`{user}@{domain}` is both a user and an alias"),
@@ -98,43 +98,15 @@ fn check_users(site: &Site, out: &mut Vec<Finding>) {
     }
 }
 
-/// Does `local@domain` name something the site delivers to (a user or an alias, or anything
-/// when the domain has a catch-all)?
-fn resolves_locally(site: &Site, domain: &DomainName, local: &str) -> bool {
-    site.domains.get(domain).is_some_and(|d| {
-        d.users.iter().any(|u| u.as_str() == local)
-            || d.aliases
-                .keys()
-                .any(|a| a.as_str() == local || a.is_catch_all())
-    })
-}
-
-/// The site address an alias target names (`i` in `domain`, or `x@other-site-domain`), or
-/// None for remote mailboxes and pipes.
-fn site_local_target(
-    site: &Site,
-    domain: &DomainName,
-    target: &AliasTarget,
-) -> Option<(DomainName, String)> {
-    match target {
-        AliasTarget::Local(l) => Some((domain.clone(), l.as_str().to_string())),
-        AliasTarget::Address(a) => DomainName::try_from(a.domain())
-            .ok()
-            .filter(|d| site.domains.contains_key(d))
-            .map(|d| (d, a.local_part().to_string())),
-        AliasTarget::Pipe(_) => None,
-    }
-}
-
-fn check_alias_targets(site: &Site, out: &mut Vec<Finding>) {
+fn check_alias_targets(site: &Site, addresses: &SiteAddresses, out: &mut Vec<Finding>) {
     for (domain, d) in site.domains.iter() {
         for (alias, targets) in d.aliases.iter() {
             for target in &targets.0 {
                 // Remote mailboxes and pipes: nothing to check offline.
-                let Some((target_domain, local)) = site_local_target(site, domain, target) else {
+                let Some((target_domain, local)) = addresses.site_target(domain, target) else {
                     continue;
                 };
-                if !resolves_locally(site, &target_domain, &local) {
+                if !addresses.resolves(&target_domain, &local) {
                     out.push(finding(
                         &["domains", domain.as_str(), "aliases", alias.as_str()],
                         format!(
@@ -150,96 +122,9 @@ fn check_alias_targets(site: &Site, out: &mut Vec<Finding>) {
     }
 }
 
-type Node = (DomainName, String);
-
-/// The aliases as a graph: address -> the site-local addresses it expands to.
-fn alias_graph(site: &Site) -> BTreeMap<Node, Vec<Node>> {
-    let mut graph: BTreeMap<Node, Vec<Node>> = BTreeMap::new();
-    for (domain, d) in site.domains.iter() {
-        for (alias, targets) in d.aliases.iter() {
-            let from = (domain.clone(), alias.as_str().to_string());
-            let edges = graph.entry(from).or_default();
-            for target in &targets.0 {
-                let Some((td, local)) = site_local_target(site, domain, target) else {
-                    continue;
-                };
-                let Some(target_domain) = site.domains.get(&td) else {
-                    continue;
-                };
-                if target_domain.users.iter().any(|u| u.as_str() == local) {
-                    continue; // a mailbox: expansion ends here
-                }
-                if target_domain.aliases.keys().any(|a| a.as_str() == local) {
-                    edges.push((td, local));
-                } else if target_domain.aliases.keys().any(AliasName::is_catch_all) {
-                    edges.push((td, "*".to_string()));
-                }
-            }
-        }
-    }
-    graph
-}
-
-fn check_alias_loops(site: &Site, out: &mut Vec<Finding>) {
-    let graph = alias_graph(site);
-    let mut reported: BTreeSet<Vec<Node>> = BTreeSet::new();
-    for start in graph.keys() {
-        // Depth-first search over expansion chains from `start`.
-        let mut stack: Vec<(Node, Vec<Node>)> = vec![(start.clone(), vec![start.clone()])];
-        let mut depth_reported = false;
-        while let Some((node, chain)) = stack.pop() {
-            for next in graph.get(&node).into_iter().flatten() {
-                if let Some(pos) = chain.iter().position(|n| n == next) {
-                    let mut cycle: Vec<Node> = chain[pos..].to_vec();
-                    let min = cycle
-                        .iter()
-                        .enumerate()
-                        .min_by(|a, b| a.1.cmp(b.1))
-                        .map_or(0, |m| m.0);
-                    cycle.rotate_left(min);
-                    if reported.insert(cycle.clone()) {
-                        let (d, a) = &cycle[0];
-                        let shown: Vec<String> = cycle
-                            .iter()
-                            .chain(std::iter::once(&cycle[0]))
-                            .map(|(d, a)| format!("{a}@{d}"))
-                            .collect();
-                        out.push(finding(
-                            &["domains", d.as_str(), "aliases", a],
-                            format!("aliases form a loop: {}", shown.join(" -> ")),
-                            Some(
-                                "make one alias in the loop deliver to a user or a remote address"
-                                    .into(),
-                            ),
-                        ));
-                    }
-                    continue;
-                }
-                let mut longer = chain.clone();
-                longer.push(next.clone());
-                if longer.len() > ALIAS_RECURSION_LIMIT + 1 {
-                    if !depth_reported {
-                        depth_reported = true;
-                        out.push(finding(
-                            &["domains", start.0.as_str(), "aliases", &start.1],
-                            format!(
-                                "alias `{}@{}` expands through more than {ALIAS_RECURSION_LIMIT} levels; chasquid gives up at {ALIAS_RECURSION_LIMIT}",
-                                start.1, start.0
-                            ),
-                            Some("point the alias closer to its final destination".into()),
-                        ));
-                    }
-                    continue;
-                }
-                stack.push((next.clone(), longer));
-            }
-        }
-    }
-}
-
 fn check_hosts_are_distinct(site: &Site, out: &mut Vec<Finding>) {
     let mut fqdns: HashMap<String, String> = HashMap::new();
-    let mut addresses: HashMap<String, String> = HashMap::new();
+    let mut addresses: HashMap<IpAddr, String> = HashMap::new();
     for (name, host) in site.hosts.iter() {
         if let Some(other) = fqdns.insert(host.fqdn.to_string(), name.to_string()) {
             out.push(finding(
@@ -254,16 +139,72 @@ fn check_hosts_are_distinct(site: &Site, out: &mut Vec<Finding>) {
                 ),
             ));
         }
-        let mut ips = vec![(host.ipv4.address.to_string(), "ipv4")];
-        if let Some(v6) = &host.ipv6 {
-            ips.push((v6.address.addr().to_string(), "ipv6"));
-        }
-        for (ip, key) in ips {
-            if let Some(other) = addresses.insert(ip.clone(), name.to_string()) {
+        for (ip, key) in host_addresses(host) {
+            // Canonical form: an IPv4 address compares equal to its `::ffff:` spelling.
+            if let Some(other) = addresses.insert(ip.to_canonical(), name.to_string()) {
                 out.push(finding(
                     &["hosts", name.as_str(), key],
                     format!("hosts `{other}` and `{name}` both use {ip}"),
                     Some("each host needs its own addresses; reverse DNS maps one address to one name".into()),
+                ));
+            }
+        }
+    }
+}
+
+/// A host's public addresses with the key each is written under.
+fn host_addresses(host: &Host) -> Vec<(IpAddr, &'static str)> {
+    let mut ips = vec![(IpAddr::V4(host.ipv4.address), "ipv4")];
+    if let Some(v6) = &host.ipv6 {
+        ips.push((IpAddr::V6(v6.address.addr()), "ipv6"));
+    }
+    ips
+}
+
+/// Addresses that parse but cannot work: a private address on a host that does not say it
+/// lives on a lab network, an IPv6 gateway that is the host itself, a mapped resolver.
+fn check_host_addresses(site: &Site, out: &mut Vec<Finding>) {
+    for (name, host) in site.hosts.iter() {
+        if !host.allow_private {
+            for (ip, key) in host_addresses(host) {
+                if let Some(why) = non_public(ip) {
+                    out.push(finding(
+                        &["hosts", name.as_str(), key, "address"],
+                        format!(
+                            "host `{name}`: {ip} is {why}; the internet cannot reach it, so it cannot be a public MX address (and its A, PTR and SPF records mean nothing outside your network)"
+                        ),
+                        Some(format!(
+                            "give the host's public address, or add `allow_private: true` to host `{name}` for a lab or test network"
+                        )),
+                    ));
+                }
+            }
+        }
+        if let Some(v6) = &host.ipv6
+            && v6.gateway == v6.address.addr()
+        {
+            out.push(finding(
+                &["hosts", name.as_str(), "ipv6", "gateway"],
+                format!(
+                    "host `{name}`: the IPv6 gateway {} is the host's own address",
+                    v6.gateway
+                ),
+                Some(
+                    "give the router's address, often `fe80::1` (the provider's panel lists it)"
+                        .into(),
+                ),
+            ));
+        }
+        for (i, ns) in host.nameservers.iter().enumerate() {
+            if let IpAddr::V6(v6) = ns
+                && let Some(v4) = v6.to_ipv4_mapped()
+            {
+                out.push(finding(
+                    &["hosts", name.as_str(), "nameservers", &i.to_string()],
+                    format!(
+                        "host `{name}`: resolver {ns} is the IPv4 address {v4} written as IPv6"
+                    ),
+                    Some(format!("write `{v4}`")),
                 ));
             }
         }
@@ -282,5 +223,34 @@ fn check_spf(site: &Site, out: &mut Vec<Finding>) {
                 Some("include fewer senders".into()),
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_and_its_ipv4_mapped_spelling_are_one_address() {
+        // Parsing refuses mapped addresses; the duplicate check must still compare canonical
+        // forms, so build the model by hand.
+        let text = "site: s\ndomains:\n  example.com: {}\nhosts:\n  mx1: { fqdn: a.example.com, ipv4: 203.0.113.10 }\n  mx2: { fqdn: b.example.com, ipv4: 203.0.113.11, ipv6: { address: '2001:db8::1/64', gateway: 'fe80::1' } }\n";
+        let mut site: Site = serde_norway::from_str(text).expect("parses");
+        let mx2 = site
+            .hosts
+            .0
+            .values_mut()
+            .find(|h| h.ipv6.is_some())
+            .expect("mx2");
+        if let Some(v6) = mx2.ipv6.as_mut() {
+            v6.address = "::ffff:203.0.113.10/64".parse().expect("a net");
+        }
+        let found = check(&site);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.message == "hosts `mx1` and `mx2` both use ::ffff:203.0.113.10"),
+            "{found:?}"
+        );
     }
 }

@@ -208,6 +208,19 @@ pub struct HostContext<'a> {
     pub dirs: Vec<String>,
     /// The files the seed stages, sorted by destination path.
     pub files: Vec<StagedFileContext>,
+    /// The disk image the host is to run, when the seed is made for one (provider user-data
+    /// from `mailbake terraform`); `None` for the seeds of `build`.
+    pub image: Option<ImageFacts>,
+}
+
+/// The disk image a seed is made for: naming it in the user-data makes a new image change
+/// the user-data too, so a provider that reinstalls on either always gets both.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImageFacts {
+    /// sha256 of the image file, 64 lowercase hex digits.
+    pub sha256: String,
+    /// Where the provider downloads it from.
+    pub url: String,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -39,7 +39,7 @@ pub fn render(site_text: &str, dir: &Path) -> Tree {
         dir: dir.to_path_buf(),
     };
     let context = SiteContext::for_site(&loaded).unwrap_or_else(|e| panic!("context: {e}"));
-    overlay::render(&context, &common::repo().join("layers"))
+    overlay::render(&context, &mailbake::shipped::built_in_layers())
         .and_then(|rendered| rendered.assemble(&no_payloads()))
         .unwrap_or_else(|e| panic!("the overlay renders: {e}"))
 }

@@ -87,7 +87,7 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
         .iter()
         .chain(site_policy.ruf.iter())
         .flat_map(|uris| uris.0.iter())
-        .map(|a| a.domain().to_string());
+        .map(|uri| uri.address.domain().to_string());
     let mut seen = std::collections::BTreeSet::new();
     for dest in destinations {
         if same_organization(domain.as_str(), &dest) || !seen.insert(dest.clone()) {

@@ -23,8 +23,8 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
     let want: BTreeSet<String> = ctx.site.domains[domain]
         .tls_rpt
         .iter()
-        .flat_map(|t| t.rua.0.iter())
-        .map(|a| a.to_string().to_ascii_lowercase())
+        .flat_map(|t| t.rua.0.0.iter())
+        .map(|uri| uri.address.to_string().to_ascii_lowercase())
         .collect();
     let records = match ask(&ctx.resolver, &name, RecordType::Txt, &mut evidence).await {
         Ok(r) => texts(&r),

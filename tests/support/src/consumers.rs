@@ -282,3 +282,18 @@ impl Drop for Chasquid {
         let _ = self.child.wait();
     }
 }
+
+/// A program from the Python test tools' virtualenv (`scripts/test-tools.txt`, installed by
+/// `scripts/setup-host` into `$MAILBAKE_TEST_TOOLS`, else /opt/mailbake-test-tools).
+pub fn test_tool(name: &str) -> PathBuf {
+    let root = std::env::var_os("MAILBAKE_TEST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/mailbake-test-tools"));
+    let bin = root.join("bin").join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/setup-host (it installs scripts/test-tools.txt)",
+        bin.display()
+    );
+    bin
+}

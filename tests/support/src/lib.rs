@@ -56,7 +56,7 @@ pub mod topology;
 pub use certs::{fingerprint, self_signed_certificate, throwaway_certificate};
 pub use consumers::{
     Chasquid, ChasquidOptions, EXAMPLE_PASSWORD, chasquid, chasquid_bin_dir, chasquid_util,
-    example_secrets, example_site, mailbake_build, unpack_overlay,
+    example_secrets, example_site, mailbake_build, test_tool, unpack_overlay,
 };
 pub use dns::{Dns, TsigKey, Zone, zone_text};
 pub use guest::{Guest, GuestOptions};
@@ -151,4 +151,27 @@ pub fn free_port() -> u16 {
 /// `127.0.0.1:port`.
 pub fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// `mailbake ARGS…` run in `dir` with `stdin` written to it; returns its output whatever its
+/// exit status (the callers check refusals as well as successes).
+pub fn mailbake_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = Command::new(mailbake_bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mailbake runs");
+    // Commands that do not read standard input may exit before we finish writing it; their
+    // output and status are what the tests check, so a broken pipe here is not an error.
+    let _ = child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes());
+    child.wait_with_output().expect("mailbake finishes")
 }
