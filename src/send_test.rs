@@ -266,6 +266,18 @@ impl Outcome {
     }
 }
 
+/// A TCP connection to `addr`, or why not within [`DIAL_TIMEOUT`].
+async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
+    match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(anyhow!("cannot connect to {addr}: {e}")),
+        Err(_) => Err(anyhow!(
+            "cannot connect to {addr}: no answer within {} s",
+            DIAL_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 async fn submit(s: Submission<'_>) -> anyhow::Result<Outcome> {
     let port = s.port.number();
     let targets = if s.targets.is_empty() {
@@ -282,17 +294,10 @@ async fn submit(s: Submission<'_>) -> anyhow::Result<Outcome> {
         .map_err(|why| anyhow!("no CA to verify the server with: {why}; pass --ca FILE"))?;
     let mut last = anyhow!("{} has no address", s.fqdn);
     for addr in targets {
-        let stream = match tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                last = anyhow!("cannot connect to {addr}: {e}");
-                continue;
-            }
-            Err(_) => {
-                last = anyhow!(
-                    "cannot connect to {addr}: no answer within {} s",
-                    DIAL_TIMEOUT.as_secs()
-                );
+        let stream = match connect(addr).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                last = e;
                 continue;
             }
         };

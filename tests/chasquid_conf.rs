@@ -20,12 +20,7 @@ fn overlay_with(dir: &Path, chasquid: &str) -> PathBuf {
     );
     let site = dir.join("site.yaml");
     std::fs::write(&site, format!("{example}\nchasquid:\n{chasquid}")).expect("write site");
-    let secrets = testkit::example_secrets(dir);
-    let out = dir.join("out");
-    testkit::mailbake_build(&site, &secrets, &out);
-    let root = dir.join("root");
-    testkit::unpack_overlay(&out, &root);
-    root
+    testkit::built_overlay(dir, &site).root
 }
 
 /// `field: value` lines of a protobuf text file (comments and blank lines skipped); repeated
@@ -100,11 +95,7 @@ fn site_chasquid_settings_reach_chasquid_as_written() {
 #[test]
 fn without_settings_chasquid_runs_with_its_defaults_and_no_monitoring() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out");
-    let secrets = testkit::example_secrets(dir.path());
-    testkit::mailbake_build(&testkit::example_site(), &secrets, &out);
-    let root = dir.path().join("root");
-    testkit::unpack_overlay(&out, &root);
+    let root = testkit::built_overlay(dir.path(), &testkit::example_site()).root;
     let read = assert_read_back_as_written(&root.join("etc/chasquid"));
     assert_eq!(one(&read, "max_data_size_mb"), Some("50"));
     assert_eq!(one(&read, "max_queue_items"), Some("200"));

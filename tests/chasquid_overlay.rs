@@ -23,11 +23,8 @@ fn reply(reader: &mut BufReader<TcpStream>) -> String {
 #[test]
 fn chasquid_starts_from_the_overlay_and_resolves_the_site_aliases() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let secrets = testkit::example_secrets(dir.path());
-    testkit::mailbake_build(&testkit::example_site(), &secrets, &out);
-    let root = dir.path().join("root");
-    testkit::unpack_overlay(&out, &root);
+    let testkit::BuiltOverlay { secrets, root, .. } =
+        testkit::built_overlay(dir.path(), &testkit::example_site());
     let config_dir = root.join("etc/chasquid");
     testkit::throwaway_certificate(&config_dir, "smtp.example.com");
 

@@ -175,12 +175,7 @@ fn elf_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 /// The overlay of the bundled example, built and unpacked into `dir/root`.
 fn built_overlay(dir: &Path) -> PathBuf {
-    let out = dir.join("out");
-    let secrets = testkit::example_secrets(dir);
-    testkit::mailbake_build(&testkit::example_site(), &secrets, &out);
-    let root = dir.join("root");
-    testkit::unpack_overlay(&out, &root);
-    root
+    testkit::built_overlay(dir, &testkit::example_site()).root
 }
 
 /// One line per ELF file: static, or dynamic with its libraries and every glibc version it

@@ -67,28 +67,23 @@ fn users_are_added_listed_checked_and_removed() {
         !stored.contains("a long enough password"),
         "plaintext never stored"
     );
-    let auth = Command::new(testkit::chasquid_util())
-        .arg(format!("-C={}", dir.path().join("cfg").display()))
-        .args([
-            "authenticate",
-            "i@example.com",
-            "--password=a long enough password",
-        ])
-        .output()
-        .unwrap();
+    let authenticate = || {
+        Command::new(testkit::chasquid_util())
+            .arg(format!("-C={}", dir.path().join("cfg").display()))
+            .args([
+                "authenticate",
+                "i@example.com",
+                "--password=a long enough password",
+            ])
+            .output()
+            .unwrap()
+    };
+    let auth = authenticate();
     // chasquid-util reads domains/<d>/users under its config dir.
     assert!(!auth.status.success(), "no config dir yet: must fail");
     std::fs::create_dir_all(dir.path().join("cfg/domains/example.com")).unwrap();
     std::fs::write(dir.path().join("cfg/domains/example.com/users"), &stored).unwrap();
-    let auth = Command::new(testkit::chasquid_util())
-        .arg(format!("-C={}", dir.path().join("cfg").display()))
-        .args([
-            "authenticate",
-            "i@example.com",
-            "--password=a long enough password",
-        ])
-        .output()
-        .unwrap();
+    let auth = authenticate();
     assert!(auth.status.success(), "{}", text(&auth));
 
     let list = mailbake(dir.path(), &["user", "list", "site.yaml"], "");

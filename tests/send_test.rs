@@ -42,11 +42,8 @@ struct Server {
 
 fn server() -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = dir.path().join("out");
-    let secrets = testkit::example_secrets(dir.path());
-    testkit::mailbake_build(&testkit::example_site(), &secrets, &out);
-    let root = dir.path().join("root");
-    testkit::unpack_overlay(&out, &root);
+    let testkit::BuiltOverlay { secrets, root, .. } =
+        testkit::built_overlay(dir.path(), &testkit::example_site());
     let config_dir = root.join("etc/chasquid");
     let ca = install_certificate(&config_dir, "smtp.example.com", dir.path());
     let users = SecretStore::open(&secrets)

@@ -94,15 +94,7 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(behaviour: Behaviour, pki: &TestPki) -> TestServer {
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(pki.chain.clone(), PrivateKeyDer::Pkcs8(pki.key.clone_key()))
-        .expect("server certificate");
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = tls_acceptor(pki);
         let commands = Arc::new(Mutex::new(Vec::new()));
         let mut addrs = Vec::new();
         for implicit in [false, false, true] {
@@ -256,15 +248,7 @@ impl Dialer for RouteDialer {
 /// An HTTPS server on loopback that answers every request with `status` and `body` (the
 /// MTA-STS policy host), once per connection, then closes.
 pub async fn https_server(pki: &TestPki, status: &'static str, body: String) -> SocketAddr {
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(pki.chain.clone(), PrivateKeyDer::Pkcs8(pki.key.clone_key()))
-    .expect("server certificate");
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(pki);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -289,4 +273,17 @@ pub async fn https_server(pki: &TestPki, status: &'static str, body: String) -> 
         }
     });
     addr
+}
+
+/// A TLS acceptor presenting the test PKI's server certificate, with rustls' safe defaults.
+fn tls_acceptor(pki: &TestPki) -> TlsAcceptor {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(pki.chain.clone(), PrivateKeyDer::Pkcs8(pki.key.clone_key()))
+    .expect("server certificate");
+    TlsAcceptor::from(Arc::new(config))
 }

@@ -9,6 +9,7 @@ use super::{RESOLVER_FIX, ask, texts};
 use crate::site::DomainName;
 use crate::verify::dns::{LookupError, RecordType, Resolver};
 use crate::verify::net::Dialer;
+use crate::verify::report::CheckBuilder;
 use crate::verify::taglist;
 use crate::verify::{Check, Context, Section};
 
@@ -151,6 +152,18 @@ async fn one<R: Resolver, D: Dialer>(
                 .fail(format!("the record does not parse: {why}"), fix);
         }
     };
+    judge_against_store(builder, evidence, &record, expected, role, fix)
+}
+
+/// The published key (`record`, parsed) against the store's (`expected`): the same key passes.
+fn judge_against_store(
+    builder: CheckBuilder,
+    mut evidence: Vec<String>,
+    record: &KeyRecord,
+    expected: Result<String, String>,
+    role: &str,
+    fix: String,
+) -> Check {
     let expected = match expected {
         Ok(value) => value,
         Err(why) => {
@@ -162,7 +175,7 @@ async fn one<R: Resolver, D: Dialer>(
         }
     };
     match parse_key_record(&expected) {
-        Ok(want) if want == record => builder.evidence(evidence).pass(format!(
+        Ok(want) if want == *record => builder.evidence(evidence).pass(format!(
             "{role} published; its {} key is the one in the secrets store",
             record.kind
         )),

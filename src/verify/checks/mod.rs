@@ -20,7 +20,7 @@ use super::dns::{Answer, RecordType, Resolver, show};
 use super::net::Dialer;
 use super::{Context, Section, Task};
 use crate::dns::{Record as ExpectedRecord, RecordData};
-use crate::site::{Host, HostName};
+use crate::site::{DomainName, Host, HostName};
 
 /// The fix for a lookup that got no answer at all.
 const RESOLVER_FIX: &str =
@@ -30,137 +30,118 @@ pub(super) fn tasks<R: Resolver, D: Dialer>(
     ctx: &Arc<Context<R, D>>,
     section: Section,
 ) -> Vec<Task> {
-    let mut out = Vec::new();
-    let mut push = |subject: String, job: super::Job| {
-        out.push(Task {
-            section,
-            subject,
-            job,
-        })
+    let task = |subject: String, job: super::Job| Task {
+        section,
+        subject,
+        job,
     };
-    let domains: Vec<_> = ctx.site.domains.keys().cloned().collect();
-    let hosts: Vec<HostName> = ctx.hosts.clone();
     match section {
-        Section::Mx => {
-            for d in domains {
-                let c = ctx.clone();
-                push(
-                    d.to_string(),
-                    Box::pin(async move { vec![mx::check(&c, &d).await] }),
-                );
+        Section::Mx
+        | Section::Spf
+        | Section::Dkim
+        | Section::Dmarc
+        | Section::MtaSts
+        | Section::TlsRpt => domain_jobs(ctx, section)
+            .map(|(d, job)| task(d.to_string(), job))
+            .collect(),
+        Section::Addresses | Section::Outbound => ctx
+            .hosts
+            .iter()
+            .map(|h| task(h.to_string(), host_job(ctx, section, h.clone())))
+            .collect(),
+        Section::ReverseDns | Section::Smtp | Section::Dnsbl => ctx
+            .hosts
+            .iter()
+            .flat_map(|h| address_jobs(ctx, section, h))
+            .map(|(subject, job)| task(subject, job))
+            .collect(),
+    }
+}
+
+/// One job per site domain the section applies to (MTA-STS and TLS-RPT only where the site
+/// sets them up).
+fn domain_jobs<R: Resolver, D: Dialer>(
+    ctx: &Arc<Context<R, D>>,
+    section: Section,
+) -> impl Iterator<Item = (DomainName, super::Job)> {
+    let applies = |d: &DomainName| match section {
+        Section::MtaSts => ctx.site.domains[d].mta_sts.is_some(),
+        Section::TlsRpt => ctx.site.domains[d].tls_rpt.is_some(),
+        _ => true,
+    };
+    let domains: Vec<DomainName> = ctx
+        .site
+        .domains
+        .keys()
+        .filter(|d| applies(d))
+        .cloned()
+        .collect();
+    let ctx = ctx.clone();
+    domains.into_iter().map(move |d| {
+        let (c, name) = (ctx.clone(), d.clone());
+        let job: super::Job = match section {
+            Section::Mx => Box::pin(async move { vec![mx::check(&c, &name).await] }),
+            Section::Spf => Box::pin(async move { spf::check(&c, &name).await }),
+            Section::Dkim => Box::pin(async move { dkim::check(&c, &name).await }),
+            Section::Dmarc => Box::pin(async move { dmarc::check(&c, &name).await }),
+            Section::MtaSts => Box::pin(async move { mta_sts::check(&c, &name).await }),
+            _ => Box::pin(async move { vec![tls_rpt::check(&c, &name).await] }),
+        };
+        (d, job)
+    })
+}
+
+/// The job of a section checked once per host.
+fn host_job<R: Resolver, D: Dialer>(
+    ctx: &Arc<Context<R, D>>,
+    section: Section,
+    h: HostName,
+) -> super::Job {
+    let c = ctx.clone();
+    match section {
+        Section::Addresses => Box::pin(async move { vec![addresses::check(&c, &h).await] }),
+        _ => Box::pin(async move { vec![outbound::check(&c, &h)] }),
+    }
+}
+
+/// The jobs of a section checked per public address of a host: its PTR, every SMTP port, and
+/// every DNSBL zone.
+fn address_jobs<R: Resolver, D: Dialer>(
+    ctx: &Arc<Context<R, D>>,
+    section: Section,
+    h: &HostName,
+) -> Vec<(String, super::Job)> {
+    let mut out: Vec<(String, super::Job)> = Vec::new();
+    for ip in host_addresses(host(ctx, h)) {
+        match section {
+            Section::ReverseDns => {
+                let (c, h) = (ctx.clone(), h.clone());
+                out.push((
+                    ip.to_string(),
+                    Box::pin(async move { vec![reverse::check(&c, &h, ip).await] }),
+                ));
             }
-        }
-        Section::Addresses => {
-            for h in hosts {
-                let c = ctx.clone();
-                push(
-                    h.to_string(),
-                    Box::pin(async move { vec![addresses::check(&c, &h).await] }),
-                );
-            }
-        }
-        Section::ReverseDns => {
-            for h in hosts {
-                for ip in host_addresses(host(ctx, &h)) {
-                    let c = ctx.clone();
-                    let h = h.clone();
-                    push(
-                        ip.to_string(),
-                        Box::pin(async move { vec![reverse::check(&c, &h, ip).await] }),
-                    );
+            Section::Smtp => {
+                for port in [
+                    super::SMTP_PORT,
+                    super::SUBMISSION_PORT,
+                    super::SUBMISSIONS_PORT,
+                ] {
+                    let (c, h) = (ctx.clone(), h.clone());
+                    out.push((
+                        super::net::endpoint(ip, port),
+                        Box::pin(async move { smtp::check(&c, &h, ip, port).await }),
+                    ));
                 }
             }
-        }
-        Section::Spf => {
-            for d in domains {
-                let c = ctx.clone();
-                push(
-                    d.to_string(),
-                    Box::pin(async move { spf::check(&c, &d).await }),
-                );
-            }
-        }
-        Section::Dkim => {
-            for d in domains {
-                let c = ctx.clone();
-                push(
-                    d.to_string(),
-                    Box::pin(async move { dkim::check(&c, &d).await }),
-                );
-            }
-        }
-        Section::Dmarc => {
-            for d in domains {
-                let c = ctx.clone();
-                push(
-                    d.to_string(),
-                    Box::pin(async move { dmarc::check(&c, &d).await }),
-                );
-            }
-        }
-        Section::MtaSts => {
-            for d in domains
-                .into_iter()
-                .filter(|d| ctx.site.domains[d].mta_sts.is_some())
-            {
-                let c = ctx.clone();
-                push(
-                    d.to_string(),
-                    Box::pin(async move { mta_sts::check(&c, &d).await }),
-                );
-            }
-        }
-        Section::TlsRpt => {
-            for d in domains
-                .into_iter()
-                .filter(|d| ctx.site.domains[d].tls_rpt.is_some())
-            {
-                let c = ctx.clone();
-                push(
-                    d.to_string(),
-                    Box::pin(async move { vec![tls_rpt::check(&c, &d).await] }),
-                );
-            }
-        }
-        Section::Smtp => {
-            for h in hosts {
-                for ip in host_addresses(host(ctx, &h)) {
-                    for port in [
-                        super::SMTP_PORT,
-                        super::SUBMISSION_PORT,
-                        super::SUBMISSIONS_PORT,
-                    ] {
-                        let c = ctx.clone();
-                        let h = h.clone();
-                        push(
-                            super::net::endpoint(ip, port),
-                            Box::pin(async move { smtp::check(&c, &h, ip, port).await }),
-                        );
-                    }
+            _ => {
+                for zone in ctx.dnsbl_zones.clone() {
+                    let (c, h) = (ctx.clone(), h.clone());
+                    out.push((
+                        format!("{ip} in {zone}"),
+                        Box::pin(async move { vec![dnsbl::check(&c, &h, ip, &zone).await] }),
+                    ));
                 }
-            }
-        }
-        Section::Dnsbl => {
-            for h in hosts {
-                for ip in host_addresses(host(ctx, &h)) {
-                    for zone in ctx.dnsbl_zones.clone() {
-                        let c = ctx.clone();
-                        let h = h.clone();
-                        push(
-                            format!("{ip} in {zone}"),
-                            Box::pin(async move { vec![dnsbl::check(&c, &h, ip, &zone).await] }),
-                        );
-                    }
-                }
-            }
-        }
-        Section::Outbound => {
-            for h in hosts {
-                let c = ctx.clone();
-                push(
-                    h.to_string(),
-                    Box::pin(async move { vec![outbound::check(&c, &h)] }),
-                );
             }
         }
     }

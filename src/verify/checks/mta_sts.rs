@@ -94,6 +94,42 @@ async fn served<R: Resolver, D: Dialer>(
                 .fail(format!("the policy is not served: {why}"), fix);
         }
     };
+    let mut problems = transport_problems(domain, &fetched);
+    let (want_mode, policy_problems) = policy_problems(ctx, domain, &fetched.body);
+    problems.extend(policy_problems);
+    evidence.push(format!(
+        "policy: {}",
+        fetched
+            .body
+            .trim_end()
+            .replace("\r\n", " | ")
+            .replace('\n', " | ")
+    ));
+    if let Some(summary) = &fetched.verdict.summary {
+        evidence.extend(summary.lines());
+    }
+    let worst = problems
+        .iter()
+        .map(|(s, _)| *s)
+        .max()
+        .unwrap_or(Status::Pass);
+    let summary = if problems.is_empty() {
+        format!("served as the site says (mode {want_mode}, every MX host listed)")
+    } else {
+        problems
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    builder
+        .evidence(evidence)
+        .verdict(worst, summary, Some(fix))
+}
+
+/// What is wrong with how the policy is served: the certificate of `mta-sts.<domain>` and the
+/// Content-Type.
+fn transport_problems(domain: &DomainName, fetched: &https::Fetched) -> Vec<(Status, String)> {
     let mut problems: Vec<(Status, String)> = Vec::new();
     let host = format!("mta-sts.{domain}");
     if let Err(why) = &fetched.verdict.name {
@@ -121,6 +157,16 @@ async fn served<R: Resolver, D: Dialer>(
             ),
         ));
     }
+    problems
+}
+
+/// What is wrong with the served policy against the site, and the mode the site wants.
+fn policy_problems<'a, R: Resolver, D: Dialer>(
+    ctx: &'a Context<R, D>,
+    domain: &DomainName,
+    body: &str,
+) -> (&'a str, Vec<(Status, String)>) {
+    let mut problems: Vec<(Status, String)> = Vec::new();
     let site = &ctx.site.domains[domain];
     let want_mode = site
         .mta_sts
@@ -132,7 +178,7 @@ async fn served<R: Resolver, D: Dialer>(
         .as_ref()
         .map(|s| u64::from(s.max_age))
         .unwrap_or(0);
-    let parsed = parse_policy(&fetched.body);
+    let parsed = parse_policy(body);
     match parsed.version.as_deref() {
         Some("STSv1") => {}
         other => problems.push((
@@ -172,34 +218,7 @@ async fn served<R: Resolver, D: Dialer>(
         )),
         Some(_) => {}
     }
-    evidence.push(format!(
-        "policy: {}",
-        fetched
-            .body
-            .trim_end()
-            .replace("\r\n", " | ")
-            .replace('\n', " | ")
-    ));
-    if let Some(summary) = &fetched.verdict.summary {
-        evidence.extend(summary.lines());
-    }
-    let worst = problems
-        .iter()
-        .map(|(s, _)| *s)
-        .max()
-        .unwrap_or(Status::Pass);
-    let summary = if problems.is_empty() {
-        format!("served as the site says (mode {want_mode}, every MX host listed)")
-    } else {
-        problems
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    builder
-        .evidence(evidence)
-        .verdict(worst, summary, Some(fix))
+    (want_mode, problems)
 }
 
 #[derive(Default)]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::{RESOLVER_FIX, ask, expected_lines, host_addresses};
 use crate::dns::RecordData;
-use crate::site::DomainName;
+use crate::site::{DomainName, Host};
 use crate::verify::dns::{LookupError, Record, RecordType, Resolver};
 use crate::verify::net::Dialer;
 use crate::verify::{Check, Context, Section};
@@ -17,13 +17,7 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
 ) -> Check {
     let mut evidence = Vec::new();
     let builder = Check::of(Section::Mx, domain.as_str()).domain(domain);
-    let fix = format!(
-        "publish the MX records and the hosts' addresses (mailbake dns SITE prints them):\n{}",
-        expected_lines(ctx, |r| {
-            (r.zone == domain.as_str() && matches!(r.data, RecordData::Mx { .. }))
-                || matches!(r.data, RecordData::A(_) | RecordData::Aaaa(_))
-        })
-    );
+    let fix = publish_fix(ctx, domain);
     let answer = ask(
         &ctx.resolver,
         domain.as_str(),
@@ -74,37 +68,13 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
     for extra in published.difference(&site_names) {
         problems.push(format!("{extra} is an MX but not a host of the site"));
     }
-    // Every MX target that is ours must resolve to its addresses, and only to them.
     for host in ctx
         .site
         .hosts
         .values()
         .filter(|h| published.contains(h.fqdn.as_str()))
     {
-        let want: BTreeSet<IpAddr> = host_addresses(host).into_iter().collect();
-        let mut got = BTreeSet::new();
-        for rtype in [RecordType::A, RecordType::Aaaa] {
-            match ask(&ctx.resolver, host.fqdn.as_str(), rtype, &mut evidence).await {
-                Ok(records) => got.extend(records.iter().filter_map(|r| match r {
-                    Record::A(ip) => Some(IpAddr::V4(*ip)),
-                    Record::Aaaa(ip) => Some(IpAddr::V6(*ip)),
-                    _ => None,
-                })),
-                Err(LookupError::NxDomain) => {}
-                Err(e) => {
-                    problems.push(format!("{rtype} {} could not be looked up: {e}", host.fqdn))
-                }
-            }
-        }
-        for ip in want.difference(&got) {
-            problems.push(format!("{} does not resolve to {ip}", host.fqdn));
-        }
-        for ip in got.difference(&want) {
-            problems.push(format!(
-                "{} also resolves to {ip}, which is not in the site",
-                host.fqdn
-            ));
-        }
+        problems.extend(address_problems(ctx, host, &mut evidence).await);
     }
     let targets: Vec<String> = mx.iter().map(|(p, e)| format!("{e} ({p})")).collect();
     if problems.is_empty() {
@@ -115,4 +85,47 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
     } else {
         builder.evidence(evidence).fail(problems.join("; "), fix)
     }
+}
+
+/// The records to publish for the domain's mail to reach the site's hosts.
+fn publish_fix<R: Resolver, D: Dialer>(ctx: &Context<R, D>, domain: &DomainName) -> String {
+    format!(
+        "publish the MX records and the hosts' addresses (mailbake dns SITE prints them):\n{}",
+        expected_lines(ctx, |r| {
+            (r.zone == domain.as_str() && matches!(r.data, RecordData::Mx { .. }))
+                || matches!(r.data, RecordData::A(_) | RecordData::Aaaa(_))
+        })
+    )
+}
+
+/// An MX target that is ours must resolve to its host's addresses, and only to them.
+async fn address_problems<R: Resolver, D: Dialer>(
+    ctx: &Context<R, D>,
+    host: &Host,
+    evidence: &mut Vec<String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let want: BTreeSet<IpAddr> = host_addresses(host).into_iter().collect();
+    let mut got = BTreeSet::new();
+    for rtype in [RecordType::A, RecordType::Aaaa] {
+        match ask(&ctx.resolver, host.fqdn.as_str(), rtype, evidence).await {
+            Ok(records) => got.extend(records.iter().filter_map(|r| match r {
+                Record::A(ip) => Some(IpAddr::V4(*ip)),
+                Record::Aaaa(ip) => Some(IpAddr::V6(*ip)),
+                _ => None,
+            })),
+            Err(LookupError::NxDomain) => {}
+            Err(e) => problems.push(format!("{rtype} {} could not be looked up: {e}", host.fqdn)),
+        }
+    }
+    for ip in want.difference(&got) {
+        problems.push(format!("{} does not resolve to {ip}", host.fqdn));
+    }
+    for ip in got.difference(&want) {
+        problems.push(format!(
+            "{} also resolves to {ip}, which is not in the site",
+            host.fqdn
+        ));
+    }
+    problems
 }

@@ -127,27 +127,7 @@ async fn relay_port<R: Resolver, D: Dialer>(
             ));
             return out;
         }
-        Ok(reply) => {
-            let greets_as = reply
-                .message
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            out.push(if reply.code == 220 && greets_as == fqdn {
-                banner.evidence(t.0.clone()).pass(format!("greets as {fqdn}"))
-            } else if reply.code != 220 {
-                banner.evidence(t.0.clone()).fail(
-                    format!("the greeting is {}, not 220: the server refuses mail", probe::reply_text(reply)),
-                    "check chasquid's log on the host (`journalctl -u chasquid`)",
-                )
-            } else {
-                banner.evidence(t.0.clone()).fail(
-                    format!("greets as `{greets_as}`, not {fqdn}: receivers compare it with the PTR name"),
-                    format!("the host's hostname must be {fqdn} (the seed sets it; chasquid greets with it): reseed the host, or `hostnamectl set-hostname {fqdn}` and restart chasquid"),
-                )
-            });
-        }
+        Ok(reply) => out.push(banner_verdict(banner.evidence(t.0.clone()), reply, fqdn)),
     }
     let ehlo = match probe::ehlo(&mut client, &me, &mut t).await {
         Ok(e) => e,
@@ -173,17 +153,12 @@ async fn relay_port<R: Resolver, D: Dialer>(
         ));
         return out;
     }
-    let config = match ctx.trust.probing_config() {
-        Ok(c) => c,
-        Err(why) => {
-            out.push(starttls.evidence(t.0).fail(
-                format!("cannot set up TLS here: {why}"),
-                "report this as a mailbake bug",
-            ));
-            return out;
-        }
+    // Like 587 and 465: a local TLS setup problem is reported as the STARTTLS failure.
+    let tls = match ctx.trust.probing_config() {
+        Ok(config) => probe::starttls(client, config, fqdn, &mut t).await,
+        Err(why) => Err(why),
     };
-    let mut tls = match probe::starttls(client, config, fqdn, &mut t).await {
+    let mut tls = match tls {
         Ok(tls) => tls,
         Err(why) => {
             out.push(
@@ -202,7 +177,46 @@ async fn relay_port<R: Resolver, D: Dialer>(
             .evidence(t.0.clone())
             .pass("offers STARTTLS, and the handshake completes"),
     );
-    let lines = cert_lines(&verdict);
+    out.extend(certificate_checks(ctx, name, ip, &verdict));
+    out
+}
+
+/// Port 25's greeting: 220, naming the host's fqdn (receivers compare it with the PTR name).
+fn banner_verdict(banner: CheckBuilder, reply: &smtp_proto::Response<String>, fqdn: &str) -> Check {
+    let greets_as = reply
+        .message
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if reply.code == 220 && greets_as == fqdn {
+        banner.pass(format!("greets as {fqdn}"))
+    } else if reply.code != 220 {
+        banner.fail(
+            format!(
+                "the greeting is {}, not 220: the server refuses mail",
+                probe::reply_text(reply)
+            ),
+            "check chasquid's log on the host (`journalctl -u chasquid`)",
+        )
+    } else {
+        banner.fail(
+            format!("greets as `{greets_as}`, not {fqdn}: receivers compare it with the PTR name"),
+            format!("the host's hostname must be {fqdn} (the seed sets it; chasquid greets with it): reseed the host, or `hostnamectl set-hostname {fqdn}` and restart chasquid"),
+        )
+    }
+}
+
+/// Port 25's certificate, one check per property: name, chain, expiry.
+fn certificate_checks<R: Resolver, D: Dialer>(
+    ctx: &Context<R, D>,
+    name: &HostName,
+    ip: IpAddr,
+    verdict: &CertVerdict,
+) -> Vec<Check> {
+    let fqdn = host(ctx, name).fqdn.as_str();
+    let mut out = Vec::new();
+    let lines = cert_lines(verdict);
     let cert = |what: &str| builder(name, ip, SMTP_PORT, what).evidence(lines.clone());
     out.push(match &verdict.name {
         Ok(()) => cert("certificate name").pass(format!("the certificate is valid for {fqdn}")),

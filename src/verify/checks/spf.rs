@@ -8,7 +8,7 @@ use mail_auth::SpfResult;
 use mail_auth::common::parse::TxtRecordParser as _;
 
 use super::{RESOLVER_FIX, ask, host, host_addresses, publish_txt, texts};
-use crate::site::{DomainName, SpfPolicy};
+use crate::site::{DomainName, HostName, SpfPolicy};
 use crate::verify::dns::{RecordType, Resolver};
 use crate::verify::net::Dialer;
 use crate::verify::spf_eval::result_name;
@@ -80,36 +80,47 @@ pub(super) async fn check<R: Resolver, D: Dialer>(
     });
     for name in &ctx.hosts {
         for ip in host_addresses(host(ctx, name)) {
-            let eval = ctx.resolver.check_spf(ip, domain.as_str()).await;
-            let mut lines = vec![format!(
-                "check_host({ip}, {domain}) = {} after {} DNS lookup(s)",
-                result_name(eval.result),
-                eval.lookups.len()
-            )];
-            lines.extend(eval.lookups);
-            let family = if ip.is_ipv4() { "ip4" } else { "ip6" };
-            let builder = Check::of(Section::Spf, format!("{domain} from {ip}"))
-                .domain(domain)
-                .host(name)
-                .evidence(lines);
-            out.push(if eval.result == SpfResult::Pass {
-                builder.pass(format!("{ip} may send as {domain} (pass)"))
-            } else {
-                builder.fail(
-                    format!(
-                        "mail from {ip} as {domain} gets `{}`, not `pass`{}",
-                        result_name(eval.result),
-                        explain(eval.result, family)
-                    ),
-                    fix.clone(),
-                )
-            });
+            out.push(address_verdict(ctx, domain, name, ip, &fix).await);
         }
     }
     if usable {
         out.push(qualifier(ctx, domain, &fix).await);
     }
     out
+}
+
+/// `check_host()` for one of the host's addresses: the site's own servers must get `pass`.
+async fn address_verdict<R: Resolver, D: Dialer>(
+    ctx: &Context<R, D>,
+    domain: &DomainName,
+    name: &HostName,
+    ip: IpAddr,
+    fix: &str,
+) -> Check {
+    let eval = ctx.resolver.check_spf(ip, domain.as_str()).await;
+    let mut lines = vec![format!(
+        "check_host({ip}, {domain}) = {} after {} DNS lookup(s)",
+        result_name(eval.result),
+        eval.lookups.len()
+    )];
+    lines.extend(eval.lookups);
+    let family = if ip.is_ipv4() { "ip4" } else { "ip6" };
+    let builder = Check::of(Section::Spf, format!("{domain} from {ip}"))
+        .domain(domain)
+        .host(name)
+        .evidence(lines);
+    if eval.result == SpfResult::Pass {
+        builder.pass(format!("{ip} may send as {domain} (pass)"))
+    } else {
+        builder.fail(
+            format!(
+                "mail from {ip} as {domain} gets `{}`, not `pass`{}",
+                result_name(eval.result),
+                explain(eval.result, family)
+            ),
+            fix,
+        )
+    }
 }
 
 fn explain(result: SpfResult, family: &str) -> String {

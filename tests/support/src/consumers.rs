@@ -110,6 +110,27 @@ pub fn mailbake_build(site: &Path, secrets: &Path, out: &Path) {
     );
 }
 
+/// What [`built_overlay`] made under its directory.
+pub struct BuiltOverlay {
+    /// The secrets store the site was built with (the example's users and keys).
+    pub secrets: PathBuf,
+    /// The build's output directory.
+    pub out: PathBuf,
+    /// `overlay.tar`, unpacked.
+    pub root: PathBuf,
+}
+
+/// `mailbake build SITE` with the example's secrets into `dir/out`, its overlay unpacked into
+/// `dir/root`: the files chasquid would read on a host.
+pub fn built_overlay(dir: &Path, site: &Path) -> BuiltOverlay {
+    let secrets = example_secrets(dir);
+    let out = dir.join("out");
+    mailbake_build(site, &secrets, &out);
+    let root = dir.join("root");
+    unpack_overlay(&out, &root);
+    BuiltOverlay { secrets, out, root }
+}
+
 /// `overlay.tar` from a build, unpacked into `root`.
 pub fn unpack_overlay(out: &Path, root: &Path) {
     fs::create_dir_all(root).expect("mkdir root");
