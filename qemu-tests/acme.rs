@@ -1,183 +1,58 @@
-//! TLS from ACME DNS-01, proven on a booted image on the test network against a real ACME
-//! server.
+//! TLS from ACME DNS-01 and the upgrade procedure, proven on booted images on the test
+//! network against a real ACME server.
 //!
 //! The test network (see `testkit::topology`) plays the internet: pebble (the ACME test server,
 //! Debian package) serves its directory over HTTPS on 198.51.100.14 with a certificate from a
 //! throw-away CA that the site lists in `tls.acme.ca_certificates`, and BIND on 192.0.2.53
 //! serves example.com accepting RFC 2136 updates signed with a TSIG key from the secrets
-//! store's `acme.env`. The guest boots with the site's own addresses on its bootstrap
-//! certificate; lego obtains the real one through DNS-01 and chasquid serves it on 25
-//! (STARTTLS), 587 and 465. A forced renewal brings a new serial without any manual restart;
-//! with pebble down, renewal fails and retries, and chasquid keeps serving the previous
-//! certificate.
+//! store's `acme.env` (see `testkit::acme`).
 //!
-//! One guest, the checks as phases: add one as `testkit`'s docs say.
+//! The order is docs/upgrade.md's: `mailbake cert` stores the certificate once (one
+//! issuance), a build puts it into the seed, and the first boot serves it on 25 (STARTTLS),
+//! 587 and 465 before the host's own renewal timer has run; the timer then renews nothing.
+//! `mailbake drain` reports a message to a receiver that is down, exports it, and empties
+//! the queue once the receiver is up, port 25 closed all along. A reinstall (a second build,
+//! a wiped disk) boots on the same certificate: over two builds and two boots pebble issued
+//! one certificate. The exported message, put into the new host's queue, is delivered.
+//! Then the host's own ACME: with its lego state wiped it obtains a certificate itself, a
+//! forced renewal brings a new serial without any manual restart, and with pebble down
+//! renewal fails and retries while chasquid keeps serving the last certificate.
 //!
-//! Needs root (a network namespace, mke2fs of a root-owned tree), pebble, and about ten
+//! One guest per boot, the checks as phases: add one as `testkit`'s docs say.
+//!
+//! Needs root (a network namespace, mke2fs of a root-owned tree), pebble, and about fifteen
 //! minutes under TCG. It never skips: a missing piece fails with the reason.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
+use mailbake::drain::queue::QueueItem;
+use mailbake::secrets::LegoCertificate;
 use serde_json::Value;
-use testkit::certs::{Ca, San};
+use testkit::acme::{AcmeSite, PASSWORD};
 use testkit::guest::{GuestOptions, build_image, writable_layer};
-use testkit::internet::{dns_addrs, site_dns};
-use testkit::netns::Netns;
-use testkit::site::{FQDN, TestSite, hosts_yaml};
+use testkit::site::FQDN;
 use testkit::topology::*;
-use testkit::{Dns, Guest, Phases, TestNet, TsigKey, ok, probe_in, run};
+use testkit::{Dns, Guest, Inbox, Phases, TestNet, Zone, fingerprint, ok, probe_in};
 
 /// Far beyond pebble's certificate lifetime (5 years): `lego renew --days` then always renews.
 const FORCE_DAYS: &str = "100000";
-/// pebble's ports on its address in the test network.
-const PEBBLE_PORT: u16 = 14000;
-const PEBBLE_MANAGEMENT: u16 = 15000;
 const UNITS: [&str; 2] = ["mailbake-acme.service", "chasquid.service"];
+/// The message `drain` has to deal with.
+const DRAIN_SUBJECT: &str = "queued while the receiver is down";
+const DRAIN_RCPT: &str = "someone@gmail4.test";
 
-fn site_yaml(ssh_key: &str) -> String {
-    format!(
-        r#"site: acmetest
-domains:
-  example.com:
-    users: [i]
-{hosts}tls:
-  acme:
-    provider: rfc2136
-    email: ops@example.com
-    directory: https://{ACME4}:{PEBBLE_PORT}/dir
-    ca_certificates: [pebble/ca.pem]
-    resolvers: ["{DNS4}:53"]
-ssh:
-  authorized_keys: ["{ssh_key}"]
-"#,
-        hosts = hosts_yaml()
-    )
-}
-
-/// pebble in the test network with its own CA for the directory's HTTPS; dropping it stops
-/// pebble.
-struct Pebble {
-    child: Option<Child>,
-    net: Netns,
-    ca: Ca,
-    dir: PathBuf,
-}
-
-impl Pebble {
-    /// Makes the CA (`dir/ca.pem`) and pebble's server certificate for its address.
-    fn prepare(net: &Netns, dir: &Path) -> Pebble {
-        let ca = Ca::create(dir, "mailbake test ACME directory CA");
-        ca.issue("server", &[San::Ip(ACME4)]);
-        Pebble {
-            child: None,
-            net: net.clone(),
-            ca,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none(), "pebble already runs");
-        // http-01/tls-alpn-01 ports are unused (DNS-01 only) but pebble wants them set.
-        let config = serde_json::json!({
-            "pebble": {
-                "listenAddress": format!("{ACME4}:{PEBBLE_PORT}"),
-                "managementListenAddress": format!("{ACME4}:{PEBBLE_MANAGEMENT}"),
-                "certificate": self.dir.join("server.pem"),
-                "privateKey": self.dir.join("server.key"),
-                "httpPort": 5002,
-                "tlsPort": 5001,
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
-            }
-        });
-        let config_path = self.dir.join("pebble.json");
-        fs::write(&config_path, config.to_string()).unwrap();
-        let log = fs::File::create(self.dir.join("pebble.log")).unwrap();
-        let child = self
-            .net
-            .command("pebble")
-            .arg("-config")
-            .arg(&config_path)
-            // Challenge records are checked at our BIND, which the guest's lego updates.
-            .args(["-dnsserver", &format!("{DNS4}:53")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start pebble (apt install pebble): {e}"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.get(PEBBLE_PORT, "/dir").is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        panic!("pebble does not answer:\n{}", self.log());
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.join("pebble.log")).unwrap_or_default()
-    }
-
-    /// GET over HTTPS from inside the test network, trusting only our CA (so this also
-    /// checks the directory's certificate).
-    fn get(&self, port: u16, path: &str) -> Option<String> {
-        let out = self
-            .net
-            .command("curl")
-            .args(["-sf", "--max-time", "5", "--cacert"])
-            .arg(self.ca.cert())
-            .arg(format!("https://{ACME4}:{port}{path}"))
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// The subject of pebble's issuing (intermediate) CA, in the RFC 2253 form probe.py gives.
-    fn issuer(&self) -> String {
-        let pem = self
-            .get(PEBBLE_MANAGEMENT, "/intermediates/0")
-            .unwrap_or_else(|| panic!("pebble's management API\n{}", self.log()));
-        fs::write(self.dir.join("intermediate.pem"), pem).unwrap();
-        let subject = run(std::process::Command::new("openssl")
-            .args(["x509", "-noout", "-nameopt", "RFC2253", "-subject", "-in"])
-            .arg(self.dir.join("intermediate.pem")));
-        subject
-            .trim()
-            .strip_prefix("subject=")
-            .unwrap_or(subject.trim())
-            .to_string()
-    }
-}
-
-impl Drop for Pebble {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// What the phases share once the guest is up.
+/// What the phases share once a guest is up.
 struct Acme {
     pebble_issuer: String,
     guest: Guest,
-    pebble: Pebble,
-    dns: Dns,
+    site: AcmeSite,
+    _dns: Dns,
     net: TestNet,
+    tmp: PathBuf,
 }
 
 impl Acme {
@@ -196,7 +71,7 @@ impl Acme {
                 seen = Some(cert);
             }
         }
-        seen.unwrap()
+        seen.expect("three ports probed")
     }
 
     /// Port 465's certificate, or None while chasquid restarts.
@@ -205,7 +80,7 @@ impl Acme {
     }
 
     /// Starts the renewal service with `env` in a runtime drop-in and waits for its result.
-    fn renew_with(&self, env: &str) -> std::process::Output {
+    fn renew_with(&self, env: &str) -> Output {
         self.guest.ssh(&format!(
             "sudo mkdir -p /run/systemd/system/mailbake-acme.service.d && \
              printf '[Service]\\nEnvironment={env}\\n' | sudo tee /run/systemd/system/mailbake-acme.service.d/test.conf >/dev/null && \
@@ -213,6 +88,48 @@ impl Acme {
         ));
         self.guest
             .try_ssh("sudo systemctl start mailbake-acme.service")
+    }
+
+    /// The SHA-256 fingerprint of the certificate the secrets store holds for the host.
+    fn stored_fingerprint(&self) -> String {
+        let fqdn = FQDN.try_into().expect("a domain");
+        fingerprint(
+            &self
+                .site
+                .site
+                .secrets()
+                .join("acme")
+                .join(LegoCertificate::of(&fqdn).chain),
+        )
+    }
+
+    /// `mailbake drain SITE --host mx1 ARGS…` from the test network, as the operator.
+    fn drain(&self, args: &[&str]) -> Output {
+        let key = self.site.site.ssh_key.display().to_string();
+        let o = testkit::output(
+            self.net
+                .command(testkit::mailbake_bin())
+                .arg("drain")
+                .arg(self.site.site.path())
+                .args(["--host", "mx1", "--connect", GUEST4, "--ssh-key", &key])
+                .args(["--ssh-option", "StrictHostKeyChecking=no"])
+                .args(["--ssh-option", "UserKnownHostsFile=/dev/null"])
+                .args(args),
+        );
+        // The transcript docs/upgrade.md shows.
+        eprintln!(
+            "acme: $ mailbake drain site.yaml --host mx1 {}\n{}{}(exit {})",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr),
+            String::from_utf8_lossy(&o.stdout),
+            o.status.code().unwrap_or(-1)
+        );
+        o
+    }
+
+    /// Whether port 25 accepts connections now.
+    fn port_25_answers(&self) -> bool {
+        probe_in(&self.net, &["--timeout", "5", "banner", GUEST4, "25"]).is_ok()
     }
 }
 
@@ -222,57 +139,124 @@ fn as_str<'a>(v: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no `{key}` in {v}"))
 }
 
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 #[test]
-fn acme_certificate_is_obtained_served_and_renewed() {
+fn acme_certificate_survives_reinstalls_drain_empties_the_queue_and_renewal_works() {
     assert!(
         testkit::is_root(),
         "this test needs root: a network namespace, and mke2fs of a root-owned tree"
     );
     let mut phases = Phases::new("acme");
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().expect("tempdir");
     let net = phases.run("test network", || ok(TestNet::create()));
-    let (site, out, tsig, pebble) = phases.run("site and build", || build_site(&net, tmp.path()));
-    let (dns, pebble, pebble_issuer) = phases.run("DNS open to signed updates, and pebble", || {
-        internet(&net, &out, tsig, pebble)
+    let (mut site, out0) = phases.run("site, and a build for the DNS zones", || {
+        let site = AcmeSite::create(&net, tmp.path());
+        let out0 = tmp.path().join("out0");
+        site.site.build(&out0);
+        (site, out0)
     });
-    let disk = phases.run("image", || {
-        let image = out.join("mail.qcow2");
-        build_image(&out.join("overlay.tar"), &image);
-        let disk = tmp.path().join("disk.qcow2");
-        writable_layer(&image, &disk);
-        disk
-    });
-    let booted = Instant::now();
-    let guest = phases.run("first boot on the bootstrap certificate", || {
-        let mut guest = Guest::boot(
-            &net,
-            &GuestOptions {
-                disk: &disk,
-                seed: &out.join("hosts/mx1/seed.img"),
-                ssh_key: &site.ssh_key,
-                serial_log: tmp.path().join("serial.log"),
-                journal_units: &UNITS,
-            },
+    let (dns, pebble_issuer) = phases.run("DNS open to signed updates, and pebble", || {
+        let gmail4 = Zone::from_records(
+            GMAIL4,
+            &[format!("@ IN MX 10 {MX4_NAME}."), format!("mx IN A {MX4}")],
         );
-        // chasquid first runs on the bootstrap certificate: mail is not held up by the CA.
-        let to_smtp = guest.wait_for_smtp(Duration::from_secs(600));
-        eprintln!("acme: SMTP up {:.0} s after boot", to_smtp.as_secs_f64());
-        guest
+        let dns = site.start_internet(&net, &out0, vec![gmail4]);
+        (dns, site.pebble.issuer())
+    });
+    phases.run("mailbake cert: one issuance, kept in the store", || {
+        let o = site.cert(&net, &[]);
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        assert_eq!(site.pebble.issued(), 1, "{}", site.pebble.log());
+    });
+    let out1 = tmp.path().join("out1");
+    let image = phases.run("build and image", || {
+        site.site.build(&out1);
+        let image = out1.join("mail.qcow2");
+        build_image(&out1.join("overlay.tar"), &image);
+        image
+    });
+    let guest = phases.run("first boot", || {
+        boot(
+            &net,
+            &site,
+            &image,
+            &out1,
+            &tmp.path().join("disk1.qcow2"),
+            "serial1.log",
+        )
     });
     phases.watch(guest.evidence_source());
     let mut t = Acme {
         pebble_issuer,
         guest,
-        pebble,
-        dns,
+        site,
+        _dns: dns,
         net,
+        tmp: tmp.path().to_path_buf(),
     };
     phases.run("no way out: no default route", || {
         assert_eq!(ok(t.net.default_routes()), Vec::<String>::new());
     });
-    let serial_1 = phases.run("the ACME certificate replaces the bootstrap one", || {
-        first_certificate(&t, booted)
+    phases.run(
+        "the stored certificate is served on 25, 587 and 465 before the host's timer ran",
+        || served_before_the_timer(&t),
+    );
+    phases.run("the host's timer renews nothing", || {
+        timer_renews_nothing(&t)
     });
+    drain_phases(&mut phases, &t);
+    t.guest.shutdown();
+
+    let out2 = tmp.path().join("out2");
+    phases.run(
+        "reinstall: a second build, the same image, a wiped disk",
+        || {
+            t.site.site.build(&out2);
+            for file in ["overlay.tar", "hosts/mx1/seed.img"] {
+                assert_eq!(
+                    fs::read(out1.join(file)).expect("first build"),
+                    fs::read(out2.join(file)).expect("second build"),
+                    "{file} differs between the builds: nothing may have been re-issued"
+                );
+            }
+            t.guest = boot(
+                &t.net,
+                &t.site,
+                &image,
+                &out2,
+                &t.tmp.join("disk2.qcow2"),
+                "serial2.log",
+            );
+        },
+    );
+    phases.watch(t.guest.evidence_source());
+    phases.run(
+        "after the reinstall the same certificate, still one issuance",
+        || {
+            served_before_the_timer(&t);
+            timer_renews_nothing(&t);
+            eprintln!(
+                "acme: pebble issuances over two builds and two boots: {}",
+                t.site.pebble.issued()
+            );
+        },
+    );
+    phases.run(
+        "the exported message, put into the new host's queue, is delivered",
+        || reinject(&t),
+    );
+    let serial_1 = phases.run(
+        "with no lego state the host obtains its own certificate",
+        || own_certificate(&t),
+    );
     let serial_2 = phases.run("a forced renewal is served with no manual step", || {
         forced_renewal(&t, &serial_1)
     });
@@ -285,92 +269,255 @@ fn acme_certificate_is_obtained_served_and_renewed() {
     phases.summary();
 }
 
-fn build_site(net: &Netns, tmp: &Path) -> (TestSite, PathBuf, TsigKey, Pebble) {
-    // --- The site: ACME through rfc2136 against pebble, trusting pebble's directory CA.
-    let site = TestSite::create(&tmp.join("site"));
-    let pebble = Pebble::prepare(net, &site.dir.join("pebble"));
-    site.write(&site_yaml(&site.public_key()));
-    site.add_user("example.com", "i", "submission password 42");
-    let tsig = ok(TsigKey::generate("acme-key"));
-    // Short propagation and sequence intervals: lego's rfc2136 defaults wait a minute between
-    // the names of one certificate, which only makes the test slower.
-    let acme_env = format!(
-        "RFC2136_NAMESERVER={DNS4}:53\nRFC2136_TSIG_KEY={}\nRFC2136_TSIG_SECRET={}\nRFC2136_TSIG_ALGORITHM={}.\n\
-         RFC2136_PROPAGATION_TIMEOUT=120\nRFC2136_POLLING_INTERVAL=2\nRFC2136_SEQUENCE_INTERVAL=1\nRFC2136_TTL=30\n",
-        tsig.name, tsig.secret, tsig.algorithm
+/// Boots `image` on a fresh writable layer `disk` (a wiped disk) with `out`'s seed of mx1 and
+/// waits for SMTP.
+fn boot(net: &TestNet, site: &AcmeSite, image: &Path, out: &Path, disk: &Path, log: &str) -> Guest {
+    writable_layer(image, disk);
+    let mut guest = Guest::boot(
+        net,
+        &GuestOptions {
+            disk,
+            seed: &out.join("hosts/mx1/seed.img"),
+            ssh_key: &site.site.ssh_key,
+            serial_log: disk.with_file_name(log),
+            journal_units: &UNITS,
+        },
     );
-    site.store()
-        .write_secret(mailbake::secrets::ACME_ENV, acme_env.as_bytes())
-        .unwrap();
-    let out = tmp.join("out");
-    site.build(&out);
-
-    // The CA bundle is in the overlay (public), the credentials are not.
-    let manifest = fs::read_to_string(out.join("MANIFEST")).unwrap();
-    assert!(
-        manifest.contains("etc/mailbake/acme-ca.pem"),
-        "the overlay ships the site's ACME CA:\n{manifest}"
-    );
-    let overlay = fs::read(out.join("overlay.tar")).unwrap();
-    assert!(
-        !overlay
-            .windows(tsig.secret.len())
-            .any(|w| w == tsig.secret.as_bytes()),
-        "the TSIG secret must not be in the overlay"
-    );
-    (site, out, tsig, pebble)
+    let to_smtp = guest.wait_for_smtp(Duration::from_secs(600));
+    eprintln!("acme: SMTP up {:.0} s after boot", to_smtp.as_secs_f64());
+    guest
 }
 
-fn internet(net: &Netns, out: &Path, tsig: TsigKey, mut pebble: Pebble) -> (Dns, Pebble, String) {
-    let (zones, _) = site_dns(out);
-    let zones: Vec<_> = zones
-        .into_iter()
-        .map(|z| {
-            if z.origin == "example.com" {
-                z.allow_update(tsig.clone())
-            } else {
-                z
-            }
-        })
-        .collect();
-    let dns = ok(Dns::start_in(net, &dns_addrs(), &zones));
+/// A unit property as a number (`systemctl show -p NAME --value`).
+fn unit_number(t: &Acme, unit: &str, property: &str) -> u64 {
+    let v = t
+        .guest
+        .ssh(&format!("systemctl show {unit} -p {property} --value"));
+    v.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{unit} {property} = {v:?}"))
+}
+
+/// The seed's certificate is what chasquid serves, and the chasquid serving it started before
+/// the host's ACME service ever ran (chasquid reads certificates only at start-up, so what it
+/// serves was installed before any renewal could have run).
+fn served_before_the_timer(t: &Acme) {
+    let served = t.served();
     assert_eq!(
-        ok(dns.dig(FQDN, "A")),
-        [GUEST4],
-        "the zone mailbake wrote is served"
+        as_str(&served, "sha256"),
+        t.stored_fingerprint(),
+        "chasquid serves the certificate of the secrets store: {served}"
     );
-    pebble.start();
-    let issuer = pebble.issuer();
-    (dns, pebble, issuer)
+    assert_eq!(as_str(&served, "issuer"), t.pebble_issuer, "{served}");
+    let chasquid_up = unit_number(t, "chasquid.service", "ActiveEnterTimestampMonotonic");
+    // The first start of the ACME service in this boot, in the journal's monotonic clock.
+    let first_run = t.guest.ssh(
+        "sudo journalctl -b -u mailbake-acme.service -o short-monotonic --no-pager | grep -m1 -o '^\\[ *[0-9.]*\\]' || true",
+    );
+    let first_run = first_run
+        .trim()
+        .trim_matches(['[', ']', ' '])
+        .parse::<f64>()
+        .ok();
+    if let Some(first_run) = first_run {
+        assert!(
+            (chasquid_up as f64) / 1e6 < first_run,
+            "chasquid started at {} s, after the ACME service's first run at {first_run} s",
+            chasquid_up as f64 / 1e6
+        );
+    }
+    eprintln!(
+        "acme: chasquid up at {:.1} s serving the stored certificate; the ACME service first ran at {}",
+        chasquid_up as f64 / 1e6,
+        first_run.map_or("(not yet)".into(), |s| format!("{s:.1} s"))
+    );
+    let journal = t.guest.ssh("sudo journalctl -b --no-pager -o cat");
+    assert!(
+        !journal.contains("bootstrap-cert: made a self-signed certificate"),
+        "with a stored certificate no bootstrap certificate is made"
+    );
 }
 
-fn first_certificate(t: &Acme, booted: Instant) -> String {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let to_acme = loop {
-        if let Some(cert) = t.served_465()
-            && cert["issuer"] == t.pebble_issuer.as_str()
+/// The boot timer's run finds lego's state from the seed and renews nothing.
+fn timer_renews_nothing(t: &Acme) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while unit_number(t, "mailbake-acme.service", "ExecMainExitTimestampMonotonic") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the boot timer never ran the ACME service"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let journal = t
+        .guest
+        .ssh("sudo journalctl -b --no-pager -o cat -u mailbake-acme.service");
+    assert!(
+        journal.contains("the number of days defined to perform the renewal is 30: no renewal"),
+        "lego renewed from the seed's state and found nothing to do:\n{journal}"
+    );
+    assert!(!journal.contains("acme-deploy: installed"), "{journal}");
+    assert_eq!(
+        t.guest
+            .ssh("systemctl show mailbake-acme.service -p Result --value")
+            .trim(),
+        "success"
+    );
+    assert_eq!(t.site.pebble.issued(), 1, "{}", t.site.pebble.log());
+    assert_eq!(as_str(&t.served(), "sha256"), t.stored_fingerprint());
+}
+
+fn drain_phases(phases: &mut Phases, t: &Acme) {
+    phases.run("drain: a message for a receiver that is down is reported", || {
+        let sent = probe_in(
+            &t.net,
+            &[
+                "submit", GUEST4, "587", "--mode", "starttls", "--user", "i@example.com",
+                "--password", PASSWORD, "--from", "i@example.com", "--to", DRAIN_RCPT,
+                "--subject", DRAIN_SUBJECT,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sent["accepted"], true, "{sent}");
+        let o = t.drain(&["--timeout", "20s"]);
+        let (said, err) = (text(&o.stdout), text(&o.stderr));
+        assert_eq!(o.status.code(), Some(1), "{said}\n{err}");
+        for part in [
+            "smtp.example.com: port 25 closed, submission (587, 465) open; 1 message(s) still queued after 20 s:",
+            "from <i@example.com>",
+            &format!("to <{DRAIN_RCPT}>: pending; last error: "),
+            "connection refused",
+        ] {
+            assert!(said.contains(part), "`{part}` missing:\n{said}");
+        }
+        assert!(err.contains("1 message(s) are still queued on smtp.example.com"), "{err}");
+        assert!(!t.port_25_answers(), "port 25 is closed while draining");
+        let banner = probe_in(&t.net, &["banner", GUEST4, "587"]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(banner["code"], 220, "submission stays up: {banner}");
+    });
+    phases.run("drain --export keeps what is left", || {
+        let dir = t.tmp.join("exported");
+        let o = t.drain(&["--timeout", "10s", "--export", &dir.display().to_string()]);
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        let items: Vec<PathBuf> = fs::read_dir(&dir)
+            .expect("the export directory")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("m:"))
+            })
+            .collect();
+        assert_eq!(items.len(), 1, "{items:?}");
+        let item = QueueItem::parse("m:x", &fs::read(&items[0]).expect("item")).expect("parses");
+        assert_eq!(item.to, [DRAIN_RCPT]);
+    });
+    phases.run("drain: with the receiver up the queue empties, port 25 stays closed", || {
+        let inbox = t.net.enter(|| {
+            ok(Inbox::start(SocketAddr::new(MX4.parse().expect("MX4"), 25)))
+        });
+        let o = t.drain(&["--timeout", "120s"]);
+        let said = text(&o.stdout);
+        assert!(o.status.success(), "{said}\n{}", text(&o.stderr));
+        assert!(
+            said.contains("smtp.example.com: port 25 closed, submission (587, 465) open; the queue is empty"),
+            "{said}"
+        );
+        let m = ok(inbox.wait_for(
+            |m| m.header("Subject").as_deref() == Some(DRAIN_SUBJECT),
+            Duration::from_secs(30),
+        ));
+        assert_eq!(m.rcpt_to, [DRAIN_RCPT]);
+        assert!(!t.port_25_answers(), "port 25 stays closed after the drain");
+        let empty = t.guest.ssh("sudo ls /var/lib/chasquid/queue");
+        assert!(!empty.contains("m:"), "the guest's queue: {empty}");
+    });
+}
+
+/// docs/upgrade.md's re-injection: the exported item into the new host's queue, a restart.
+fn reinject(t: &Acme) {
+    let dir = t.tmp.join("exported");
+    let item = fs::read_dir(&dir)
+        .expect("the export directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("m:"))
+        })
+        .expect("an exported item");
+    let name = item
+        .file_name()
+        .expect("a name")
+        .to_string_lossy()
+        .into_owned();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(fs::read(&item).expect("item"));
+    let inbox = t
+        .net
+        .enter(|| ok(Inbox::start(SocketAddr::new(MX4.parse().expect("MX4"), 25))));
+    t.guest.ssh(&format!(
+        "printf %s {b64} | base64 -d > /tmp/{name} && \
+         sudo install -o chasquid -g chasquid -m 0600 /tmp/{name} /var/lib/chasquid/queue/ && \
+         sudo systemctl restart chasquid.service"
+    ));
+    let m = ok(inbox.wait_for(
+        |m| m.header("Subject").as_deref() == Some(DRAIN_SUBJECT),
+        Duration::from_secs(120),
+    ));
+    assert_eq!(m.rcpt_to, [DRAIN_RCPT]);
+}
+
+/// Without the seed's state (as on a host whose operator never ran `mailbake cert`), lego
+/// registers an account and obtains a certificate on its own.
+fn own_certificate(t: &Acme) -> String {
+    let before = t.served();
+    t.guest
+        .ssh("sudo rm -rf /var/lib/mailbake/acme/accounts /var/lib/mailbake/acme/certificates");
+    let renewed = t.renew_with("ACME_RENEW_DAYS=30");
+    assert!(
+        renewed.status.success(),
+        "the host's own issuance failed: {}",
+        text(&renewed.stderr)
+    );
+    let serial = wait_for_new_serial(t, as_str(&before, "serial"));
+    let journal = t
+        .guest
+        .ssh("sudo journalctl -b --no-pager -o cat -u mailbake-acme.service");
+    assert!(
+        journal.contains("acme-deploy: installed a new certificate"),
+        "the deploy hook ran:\n{journal}"
+    );
+    assert_eq!(t.site.pebble.issued(), 2, "{}", t.site.pebble.log());
+    serial
+}
+
+/// Waits until port 465 serves a serial other than `old`; returns the new one.
+fn wait_for_new_serial(t: &Acme, old: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new = loop {
+        // chasquid may be restarting for a moment.
+        if t.served_465()
+            .is_some_and(|c| c["serial"].as_str() != Some(old))
         {
-            break booted.elapsed();
+            break t.served();
         }
         assert!(
             Instant::now() < deadline,
-            "no ACME certificate served 10 minutes after boot\n--- pebble ---\n{}\n--- named ---\n{}",
-            t.pebble.log(),
-            t.dns.log(),
+            "still the old certificate after renewal"
         );
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(2));
     };
-    eprintln!(
-        "acme: boot -> ACME certificate served under TCG: {:.0} s",
-        to_acme.as_secs_f64()
-    );
-    let first = t.served();
-    assert_eq!(as_str(&first, "issuer"), t.pebble_issuer, "{first}");
-    let mut sans: Vec<&str> = first["sans"]
+    assert_eq!(as_str(&new, "issuer"), t.pebble_issuer, "{new}");
+    let mut sans: Vec<&str> = new["sans"]
         .as_array()
-        .unwrap()
+        .expect("sans")
         .iter()
-        .map(|s| s.as_str().unwrap())
+        .map(|s| s.as_str().expect("a name"))
         .collect();
     sans.sort();
     assert_eq!(
@@ -382,21 +529,7 @@ fn first_certificate(t: &Acme, booted: Instant) -> String {
         ],
         "the default names: host fqdn, the domain and its wildcard"
     );
-    let journal = t
-        .guest
-        .ssh("sudo journalctl -b --no-pager -o cat -u mailbake-acme.service");
-    assert!(
-        journal.contains("acme-deploy: installed a new certificate"),
-        "the deploy hook ran:\n{journal}"
-    );
-    let timers = t
-        .guest
-        .ssh("systemctl list-timers --all --no-legend --plain mailbake-acme.timer");
-    assert!(
-        timers.contains("mailbake-acme.timer"),
-        "the renewal timer is scheduled: {timers}"
-    );
-    as_str(&first, "serial").to_string()
+    as_str(&new, "serial").to_string()
 }
 
 fn forced_renewal(t: &Acme, serial_1: &str) -> String {
@@ -404,30 +537,22 @@ fn forced_renewal(t: &Acme, serial_1: &str) -> String {
     assert!(
         renewed.status.success(),
         "the forced renewal failed: {}",
-        String::from_utf8_lossy(&renewed.stderr),
+        text(&renewed.stderr),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let second = loop {
-        // chasquid may be restarting for a moment.
-        if t.served_465()
-            .is_some_and(|c| c["serial"].as_str() != Some(serial_1))
-        {
-            break t.served();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still the old certificate after renewal"
-        );
-        std::thread::sleep(Duration::from_secs(2));
-    };
-    let serial_2 = as_str(&second, "serial").to_string();
+    let serial_2 = wait_for_new_serial(t, serial_1);
     assert_ne!(serial_1, serial_2);
-    assert_eq!(as_str(&second, "issuer"), t.pebble_issuer, "{second}");
+    let timers = t
+        .guest
+        .ssh("systemctl list-timers --all --no-legend --plain mailbake-acme.timer");
+    assert!(
+        timers.contains("mailbake-acme.timer"),
+        "the renewal timer is scheduled: {timers}"
+    );
     serial_2
 }
 
 fn ca_down(t: &mut Acme, serial_2: &str) {
-    t.pebble.stop();
+    t.site.pebble.stop();
     let failed = t.renew_with(&format!(
         "ACME_RENEW_DAYS={FORCE_DAYS} \"ACME_RETRY_DELAYS=3 3\""
     ));

@@ -79,6 +79,11 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
                 .display()
                 .to_string())
     );
+    for seed in &seeds {
+        if let Some(note) = &seed.certificate {
+            let _ = writeln!(progress, "seeds: {}: {note}", seed.host);
+        }
+    }
     let dns = dns_outputs(&loaded, store.as_ref(), progress)?;
 
     // --- The expensive part: packages, the overlay tree, its tar and gzip.

@@ -26,16 +26,25 @@
 //!   with [`output`]; [`epoch`] is the one timestamp of every artifact.
 //! - [`image`]: a pinned base root tarball ⊕ the overlay → a bootable disk; [`boot`] runs it
 //!   in QEMU with a host's seed; [`terraform`] runs it on a provider, one instance per host.
+//! - [`cert`] obtains each host's ACME certificate where mailbake runs and keeps it, with the
+//!   account, in the store; the seeds carry it, so a reinstall re-issues nothing.
+//! - [`drain`] empties a deployed host's outbound queue over SSH before a reinstall.
 //! - [`verify`] checks a deployed site from outside, the way receivers judge it (DNS, PTR,
 //!   SPF evaluated, DKIM against the store, TLS, SMTP policy, DNSBLs); [`send_test`] submits
 //!   one test message.
+//!
+//! - Around the stages: [`init`] writes a starting site file, [`workdir`] makes the private
+//!   staging directories every stage writes through, [`cert`] obtains certificates on the
+//!   operator's machine and [`drain`] empties a host's queue before it is replaced.
 //!
 //! A stage shares with the others only the loaded site, the opened store and the template
 //! context; it never reaches into another stage's internals.
 
 pub mod boot;
 pub mod build;
+pub mod cert;
 pub mod dns;
+pub mod drain;
 pub mod epoch;
 pub mod fetch;
 pub mod image;

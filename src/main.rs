@@ -53,6 +53,14 @@ enum Command {
     /// evaluated, DKIM against the secrets store, DMARC, MTA-STS, TLS-RPT, SMTP and TLS,
     /// DNSBLs. Exit 1 when a check fails.
     Verify(mailbake::verify::cli::VerifyArgs),
+    /// Obtain or renew each host's ACME certificate from where mailbake runs and keep it, with
+    /// the ACME account, in the secrets store; a certificate good for more than 30 days is
+    /// kept as it is. `build` then puts it into the host's seed.
+    Cert(mailbake::cert::cli::CertArgs),
+    /// Before a reinstall: over SSH, close port 25 (and with --all 587 and 465), make chasquid
+    /// try every queued message now, wait until the queue is empty or the timeout passes, and
+    /// list (or --export) what is left. Exit 0 only when the queue is empty or exported.
+    Drain(mailbake::drain::cli::DrainArgs),
     /// Submit one test message with SMTP AUTH over TLS (465, or STARTTLS on 587) and print the
     /// certificate, a transcript, the server's reply and the Message-ID.
     SendTest(mailbake::send_test::SendTestArgs),
@@ -118,6 +126,8 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         },
         Command::SendTest(args) => mailbake::send_test::run(&args),
+        Command::Cert(args) => mailbake::cert::cli::run(&args, &mut std::io::stdout()),
+        Command::Drain(args) => mailbake::drain::cli::run(&args, &mut std::io::stdout()),
         Command::Terraform(args) => mailbake::terraform::cli::run(&args),
         Command::Version { verbose } => {
             match verbose {

@@ -47,7 +47,7 @@ pub struct Source {
 
 impl Source {
     /// A name for this source that is safe as one path component and unique per source: suites
-    /// and components never contain `_` (see [`source_word`]).
+    /// and components never contain `_` (see `source_word`).
     pub fn dir_name(&self) -> String {
         format!("{}_{}", self.suite, self.component)
     }

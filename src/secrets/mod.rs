@@ -19,6 +19,12 @@
 //! │       └── <selector>.pem        0600  PKCS#8 `PRIVATE KEY` (RSA >= 2048 or Ed25519):
 //! │                                       copied to /etc/chasquid/domains/<domain>/dkim:<selector>.pem
 //! ├── acme.env                      0600  DNS-provider credentials for ACME (see [`ACME_ENV`])
+//! ├── acme/                         0700  lego's state, in lego's own layout (see [`LegoAccount`],
+//! │   │                                   [`LegoCertificate`]); written by `mailbake cert`
+//! │   ├── accounts/<server>/<email>/account.json, keys/<email>.key
+//! │   │                             0600  the site's ACME account: registration and key
+//! │   └── certificates/<fqdn>.{crt,key,issuer.crt,json}
+//! │                                 0600  each host's certificate chain, key, issuer, metadata
 //! ├── tls-fullchain.pem             0600  with `tls.files`: the certificate chain ([`TLS_FULLCHAIN`])
 //! └── tls-privkey.pem               0600  with `tls.files`: its private key ([`TLS_PRIVKEY`])
 //! ```
@@ -31,12 +37,15 @@
 //!   then renamed over the target, and the directory is synced. An interrupted run leaves either
 //!   the old or the new file, never half of one. chasquid >= 1.12 treats a malformed users file
 //!   on reload as fatal, so a torn file would take the mail server down.
+//! - **Whole-state updates for ACME.** `acme/` is replaced as one directory (a work copy
+//!   swapped in with `RENAME_EXCHANGE`), so a certificate never meets another one's key.
 //! - **Plaintext passwords are never stored**; only chasquid's scrypt hash.
 //! - **Names are path components**, so the store only takes the site's typed names
 //!   ([`DomainName`](crate::site::DomainName), [`LocalPart`](crate::site::LocalPart),
 //!   [`Selector`](crate::site::Selector)): their validation already keeps them to a strict
 //!   ASCII subset without `/` or `..`, and it is the same check the site file gets.
 
+mod acme;
 pub mod cli;
 mod dkim;
 mod error;
@@ -46,6 +55,7 @@ mod store;
 pub(crate) mod textproto;
 mod userdb;
 
+pub use acme::{ACME_DIR, AcmeUpdate, LegoAccount, LegoCertificate};
 pub use dkim::{DkimKey, KeyKind, MIN_RSA_BITS, dns_txt_value, generate};
 pub use error::{KeyError, SecretsError};
 pub use password::{

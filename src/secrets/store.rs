@@ -25,8 +25,8 @@ const USERS_DIR: &str = "users";
 const DKIM_DIR: &str = "dkim";
 const LOCK_FILE: &str = ".lock";
 const TEMP_PREFIX: &str = ".tmp-";
-const DIR_MODE: u32 = 0o700;
-const FILE_MODE: u32 = 0o600;
+pub(super) const DIR_MODE: u32 = 0o700;
+pub(super) const FILE_MODE: u32 = 0o600;
 
 /// A secrets directory whose permissions have been checked.
 #[derive(Debug, Clone)]
@@ -35,7 +35,7 @@ pub struct SecretStore {
 }
 
 /// Holds the store's advisory lock until dropped (closing the file releases it).
-struct LockGuard(#[allow(dead_code)] File);
+pub(super) struct LockGuard(#[allow(dead_code)] File);
 
 impl SecretStore {
     /// Where the store lives by default: `secrets/` beside the site file.
@@ -124,7 +124,7 @@ impl SecretStore {
 
     /// Takes the store-wide lock so two concurrent `mailbake user add` runs cannot each
     /// read the old database and lose the other's user.
-    fn lock(&self) -> Result<LockGuard, SecretsError> {
+    pub(super) fn lock(&self) -> Result<LockGuard, SecretsError> {
         let path = self.root.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)
@@ -342,6 +342,7 @@ impl SecretStore {
             && !name.starts_with('.')
             && name != USERS_DIR
             && name != DKIM_DIR
+            && name != super::acme::ACME_DIR
             && name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -437,7 +438,7 @@ fn check_mode(path: &Path, meta: &fs::Metadata) -> Result<(), SecretsError> {
 }
 
 /// Reads a secret file after checking it is a private regular file; `None` if absent.
-fn read_private(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, SecretsError> {
+pub(super) fn read_private(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, SecretsError> {
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

@@ -59,13 +59,20 @@ impl StagedFile {
     }
 }
 
-/// The files `host` gets: the site's secrets plus, with `tls.files`, the certificate pair in
-/// `/etc/chasquid/certs/<fqdn>/` (the directory the bootstrap certificate and ACME use), and
-/// the directories to create for them.
+/// The files `host` gets: the site's secrets, the ACME account and the host's stored ACME
+/// certificate in lego's state (when the store has them), and a certificate pair in
+/// `/etc/chasquid/certs/<fqdn>/` (the directory the bootstrap certificate and ACME use): the
+/// stored ACME certificate, else the `tls.files` pair. Also the directories to create for them.
 pub fn host_files(host: &Host, material: &Material) -> (Vec<String>, Vec<StagedFile>) {
     let mut dirs = Vec::new();
     let mut files = material.files.clone();
-    if let Some(tls) = &material.tls {
+    files.extend(material.acme.account.iter().cloned());
+    let acme = material.acme.certificates.get(host.fqdn.as_str());
+    if let Some(cert) = acme {
+        files.extend(cert.lego_files.iter().cloned());
+    }
+    // ACME replaces the operator's own pair once issued (docs/site.md), here as on the host.
+    if let Some(tls) = acme.map(|c| &c.pair).or(material.tls.as_ref()) {
         let dir = format!("/etc/chasquid/certs/{}", host.fqdn);
         files.push(StagedFile::chasquid_secret(
             format!("{dir}/fullchain.pem"),

@@ -1,12 +1,22 @@
 //! The secret material of a site's seeds: read from the secrets store and checked against
 //! the site file once, before any seed is made.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::SeedError;
 use super::files::StagedFile;
-use crate::secrets::{ACME_ENV, KeyKind, SecretStore, SecretsError, TLS_FULLCHAIN, TLS_PRIVKEY};
-use crate::site::{Domain, DomainName, LoadedSite};
+use crate::cert::{StoredCertificate, host_names, unix_now};
+use crate::secrets::{
+    ACME_ENV, KeyKind, LegoAccount, LegoCertificate, SecretStore, SecretsError, TLS_FULLCHAIN,
+    TLS_PRIVKEY,
+};
+use crate::site::{Domain, DomainName, Host, LoadedSite};
+
+/// lego's state directory on the host: `acme-renew`'s `state=` (layers/acme), where the seed
+/// puts the store's account and certificate so the host's lego renews them instead of
+/// starting over.
+pub const HOST_ACME_STATE: &str = "/var/lib/mailbake/acme";
 
 /// The site-wide secret material every host's seed carries, read and checked once.
 #[derive(Clone, Debug, Default)]
@@ -15,6 +25,31 @@ pub struct Material {
     pub files: Vec<StagedFile>,
     /// Certificate chain and private key when the site provides them (`tls.files`).
     pub tls: Option<TlsPair>,
+    /// lego's state from the store (`mailbake cert`), for sites with `tls.acme`.
+    pub acme: AcmeMaterial,
+}
+
+/// What the store's lego state gives the seeds: the site's ACME account, and each host's
+/// stored certificate when it can be served.
+#[derive(Clone, Debug, Default)]
+pub struct AcmeMaterial {
+    /// The account's registration and key at their place in the host's lego state; empty
+    /// when the store has no account for the site's directory and e-mail.
+    pub account: Vec<StagedFile>,
+    /// By host fqdn: the stored certificate its seed carries.
+    pub certificates: BTreeMap<String, HostCertificate>,
+    /// By host fqdn: why its seed carries none (for the build's report).
+    pub absent: BTreeMap<String, String>,
+}
+
+/// A host's stored certificate: lego's files for the host's lego state, and the pair
+/// chasquid serves from the first boot (the same bytes, so `acme-renew` sees its own
+/// certificate installed).
+#[derive(Clone, Debug)]
+pub struct HostCertificate {
+    pub lego_files: Vec<StagedFile>,
+    pub pair: TlsPair,
+    pub certificate: StoredCertificate,
 }
 
 /// The site's own certificate (`tls.files`), the same for every host.
@@ -50,8 +85,9 @@ impl Material {
         }
         files.extend(reader.acme_env()?);
         let tls = reader.tls_pair()?;
+        let acme = reader.acme_state()?;
         files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(Material { files, tls })
+        Ok(Material { files, tls, acme })
     }
 }
 
@@ -160,6 +196,91 @@ impl Reader<'_> {
             "/etc/mailbake/acme.env".into(),
             bytes.to_vec(),
         )))
+    }
+
+    /// The store's ACME account and every host's usable certificate. The one place a seed
+    /// depends on the clock: an expired certificate is never put into a seed.
+    fn acme_state(&self) -> Result<AcmeMaterial, SeedError> {
+        let Some(acme) = &self.loaded.site.tls.acme else {
+            return Ok(AcmeMaterial::default());
+        };
+        let account = LegoAccount::new(&acme.directory.0, acme.email.as_str())
+            .map_err(|e| self.store_err(e))?;
+        let mut material = AcmeMaterial::default();
+        let registration = self.acme_file(&account.registration())?;
+        let key = self.acme_file(&account.key())?;
+        if let (Some(registration), Some(key)) = (registration, key) {
+            material.account = vec![registration, key];
+        }
+        let now = unix_now();
+        for host in self.loaded.site.hosts.values() {
+            let fqdn = host.fqdn.to_string();
+            match self.host_certificate(host, !material.account.is_empty(), now)? {
+                Ok(cert) => {
+                    material.certificates.insert(fqdn, cert);
+                }
+                Err(why) => {
+                    material.absent.insert(fqdn, why);
+                }
+            }
+        }
+        Ok(material)
+    }
+
+    /// `host`'s stored certificate if it can be served now (for its names, not expired, with
+    /// its key and the account); otherwise why not.
+    fn host_certificate(
+        &self,
+        host: &Host,
+        has_account: bool,
+        now: i64,
+    ) -> Result<Result<HostCertificate, String>, SeedError> {
+        let files = LegoCertificate::of(&host.fqdn);
+        let Some(chain) = self.acme_file(&files.chain)? else {
+            return Ok(Err("no certificate in the secrets store".into()));
+        };
+        if !has_account {
+            return Ok(Err(
+                "the store has a certificate but no ACME account for the site's directory and e-mail".into(),
+            ));
+        }
+        let certificate = match StoredCertificate::parse(&chain.data) {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(format!("the stored certificate is unreadable ({e})"))),
+        };
+        if !certificate.names_match(&host_names(&self.loaded.site, &host.fqdn)) {
+            return Ok(Err(
+                "the stored certificate is for other names than the site's".into(),
+            ));
+        }
+        if certificate.expired(now) {
+            return Ok(Err(format!(
+                "the stored certificate expired on {}",
+                certificate.not_after_text
+            )));
+        }
+        let Some(key) = self.acme_file(&files.key)? else {
+            return Ok(Err("the stored certificate has no key".into()));
+        };
+        let pair = TlsPair {
+            fullchain: chain.data.clone(),
+            privkey: key.data.clone(),
+        };
+        let mut lego_files = vec![chain, key];
+        for rel in [&files.issuer, &files.resource] {
+            lego_files.extend(self.acme_file(rel)?);
+        }
+        Ok(Ok(HostCertificate {
+            lego_files,
+            pair,
+            certificate,
+        }))
+    }
+
+    /// A file of the store's lego state, staged at its place in the host's.
+    fn acme_file(&self, rel: &str) -> Result<Option<StagedFile>, SeedError> {
+        let bytes = self.store.read_acme(rel).map_err(|e| self.store_err(e))?;
+        Ok(bytes.map(|b| StagedFile::root_only(format!("{HOST_ACME_STATE}/{rel}"), b.to_vec())))
     }
 
     /// The certificate chain and key, when the site sets `tls.files`.

@@ -21,8 +21,9 @@
 //! - `seed.img` ([`image`]): a NoCloud vfat volume labelled `cidata` holding the three files,
 //!   byte-for-byte reproducible.
 //!
-//! Everything here is a pure function of the site and the secrets store: no clock, no
-//! randomness, sorted output. The files are secret: [`output_files`] marks them 0600.
+//! Everything here is a pure function of the site and the secrets store: no randomness,
+//! sorted output, and the clock read once only, so that an expired stored ACME certificate
+//! never goes into a seed. The files are secret: [`output_files`] marks them 0600.
 
 pub mod files;
 pub mod image;
@@ -41,7 +42,7 @@ use crate::template::context::{FileContent, HostContext, HostFacts};
 use crate::template::{self, SiteContext};
 
 pub use files::StagedFile;
-pub use material::{Material, TlsPair};
+pub use material::{AcmeMaterial, HOST_ACME_STATE, HostCertificate, Material, TlsPair};
 
 /// The cloud-init templates (`cloud-init/`), by the name of the file each one makes.
 pub(crate) const TEMPLATES: [(&str, &str); 4] = [
@@ -165,6 +166,8 @@ pub struct HostSeed {
     pub instance_id: String,
     /// The NoCloud volume holding the three files.
     pub image: Vec<u8>,
+    /// For a site with `tls.acme`: which certificate the seed carries, for the build's report.
+    pub certificate: Option<String>,
 }
 
 /// Builds the seed of every host of the site, with the site's template `context` and the
@@ -210,6 +213,27 @@ pub fn build_host(
         network_config: files.network_config,
         instance_id: files.instance_id,
         image,
+        certificate: certificate_note(context, host, material),
+    })
+}
+
+/// What the build says about `host`'s certificate when the site uses ACME.
+fn certificate_note(context: &SiteContext, host: &Host, material: &Material) -> Option<String> {
+    context.acme.as_ref()?;
+    let fqdn = host.fqdn.as_str();
+    Some(match material.acme.certificates.get(fqdn) {
+        Some(c) => format!(
+            "certificate from the secrets store (serial {}, valid until {}), served from the first boot",
+            c.certificate.serial, c.certificate.not_after_text
+        ),
+        None => format!(
+            "{}: the host obtains one after it boots; `mailbake cert` stores one so that reinstalls re-issue nothing",
+            material
+                .acme
+                .absent
+                .get(fqdn)
+                .map_or("no stored certificate", String::as_str)
+        ),
     })
 }
 
@@ -382,6 +406,7 @@ mod tests {
                 .map(|(i, data)| StagedFile::root_only(format!("/x/{i}"), data.to_vec()))
                 .collect(),
             tls: None,
+            acme: AcmeMaterial::default(),
         };
         let files = render(&host_context(&context, name, host, &material)).unwrap();
         let doc: serde_json::Value = serde_norway::from_slice(&files.user_data).unwrap();

@@ -8,6 +8,7 @@ mod alias_graph;
 mod chasquid;
 mod deserialize;
 mod diagnostic;
+mod find;
 mod hints;
 mod locate;
 mod model;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use chasquid::*;
 pub use diagnostic::{Problem, SiteErrors};
+pub use find::{UnknownHost, find_host};
 
 /// Bounds and escapes an error message for the terminal (see [`SiteErrors`]).
 pub fn bound_message(text: &str) -> String {

@@ -9,8 +9,6 @@
 //! seed's files and which manifest version the image's `apply-seed` reads. It is defined here
 //! once and rendered into both sides (`cloud-init/`, and the image's `seed.conf` and units).
 
-use std::collections::BTreeSet;
-
 use base64::Engine as _;
 use serde::Serialize;
 
@@ -163,18 +161,8 @@ fn domains(site: &Site) -> Vec<DomainContext> {
 
 fn acme(site: &Site, ca_bundle: Option<String>) -> Option<AcmeContext> {
     let acme = site.tls.acme.as_ref()?;
-    let mut names: Vec<String> = if acme.names.is_empty() {
-        site.domains
-            .keys()
-            .flat_map(|d| [d.to_string(), format!("*.{d}")])
-            .collect()
-    } else {
-        acme.names.iter().map(ToString::to_string).collect()
-    };
-    // A name listed twice would be asked for twice (CAs reject duplicate identifiers); keep
-    // the first, so the order the operator wrote stays.
-    let mut seen = BTreeSet::new();
-    names.retain(|n| seen.insert(n.to_ascii_lowercase()));
+    // The same names `mailbake cert` and the seeds use (one definition).
+    let names = crate::cert::site_names(site);
     Some(AcmeContext {
         directory: acme.directory.to_string(),
         email: acme.email.to_string(),

@@ -3,6 +3,8 @@
 //!
 //! - [`consumers`]: the real programs generated files are checked with (the shipped chasquid
 //!   and chasquid-util, `mailbake build`), and the example site.
+//! - [`pebble`]: the ACME test server in the test network, counting what it issues;
+//!   [`acme`]: a site whose certificates come from it by DNS-01 (RFC 2136 to the test DNS).
 //! - [`certs`]: throw-away certificates and a small CA.
 //! - [`netns`]: the test network, a "mini internet" in a network namespace of its own with the
 //!   site's real addresses and no route out; [`topology`] names its addresses.
@@ -39,6 +41,7 @@
 //! Errors of the helpers are `String`s that say what failed and carry the relevant log, so a
 //! test can write `ok(result)` (or `unwrap_or_else(|e| panic!("{e}"))`).
 
+pub mod acme;
 pub mod certs;
 pub mod consumers;
 pub mod dns;
@@ -46,6 +49,7 @@ pub mod guest;
 pub mod inbox;
 pub mod internet;
 pub mod netns;
+pub mod pebble;
 pub mod phases;
 pub mod probe;
 pub mod receiver;
