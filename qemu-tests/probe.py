@@ -35,6 +35,20 @@ explicitly so smtplib does not resolve the host's own name).
        "message_id": "<...@example.test>"}
       On refusal: accepted false and stage one of connect|starttls|auth|mail|rcpt|data.
 
+  burst HOST PORT --mode starttls|tls --user U --password P --from A --to B --count N --tag T
+        [--max-attempts M]
+      Submits N uniquely named messages (Subject "T <k>", Message-ID <T.<k>@<domain of A>>,
+      k = 1, 2, ...) over one authenticated session, opening a new one when the server drops
+      the connection (a restart; a session that does not open yet is tried again 2 s later),
+      until N were accepted or M messages were tried (default N + 10, at most 5 sessions). Unlike the other subcommands it prints one JSON line per
+      message, flushed as soon as the server answered its DATA, so the caller can act at that
+      exact moment (cut the power):
+      {"k": 3, "subject": "T 3", "message_id": "<T.3@example.com>", "accepted": true,
+       "code": 250, "session": 1}
+      A message whose answer never came (the connection broke) has accepted false, code null
+      and the error: the server may or may not have queued it. Exit status 0 when N were
+      accepted.
+
   relay HOST PORT --from A --to B
       Unauthenticated MAIL FROM + RCPT TO on plaintext (an open-relay check): the RCPT reply.
       {"stage": "rcpt", "code": 550, "message": "5.7.1 ...", "refused": true}
@@ -65,6 +79,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from email.message import EmailMessage
 
 
@@ -225,6 +240,64 @@ def cmd_submit(args):
         result.update(code=None, message=str(e))
     quit_quietly(s)
     out(result)
+
+
+def burst_message(args, k):
+    domain = args.sender.rpartition("@")[2]
+    m = EmailMessage()
+    m["From"] = args.sender
+    m["To"] = args.to
+    m["Subject"] = f"{args.tag} {k}"
+    m["Date"] = email.utils.formatdate(localtime=False)
+    m["Message-ID"] = f"<{args.tag}.{k}@{domain}>"
+    m.set_content(f"Message {k} of burst {args.tag}, sent by qemu-tests/probe.py.\n")
+    return m.as_bytes(policy=email.policy.SMTP), m["Subject"], m["Message-ID"]
+
+
+def burst_session(args):
+    s = connect(args, args.mode)
+    s.login(args.user, args.password)
+    return s
+
+
+def cmd_burst(args):
+    max_attempts = args.max_attempts or args.count + 10
+    accepted, session, s, k = 0, 0, None, 0
+    while accepted < args.count and k < max_attempts:
+        if s is None:
+            session += 1
+            if session > 5:
+                raise ProbeError(f"gave up after 5 sessions with {accepted} accepted")
+            try:
+                s = burst_session(args)
+            except (ProbeError, OSError, smtplib.SMTPException) as e:
+                # The server is still coming back (a restart): try again shortly, bounded
+                # by the session count.
+                print(f"burst: session {session} did not open: {e}", file=sys.stderr)
+                time.sleep(2)
+                continue
+        k += 1
+        data, subject, message_id = burst_message(args, k)
+        line = {"k": k, "subject": subject, "message_id": message_id, "session": session}
+        try:
+            s.sendmail(args.sender, [args.to], data)
+            accepted += 1
+            line.update(accepted=True, code=250)
+        except smtplib.SMTPResponseException as e:
+            # An answer, but not 250 (a 4xx while the server restarts): not accepted.
+            line.update(accepted=False, code=e.smtp_code, error=text(e.smtp_error))
+        except smtplib.SMTPRecipientsRefused as e:
+            line.update(accepted=False, code=None, error=str(e))
+        except (OSError, smtplib.SMTPException) as e:
+            # No answer: the connection broke. Start a new session for the next message.
+            line.update(accepted=False, code=None, error=f"{type(e).__name__}: {e}")
+            s.close()
+            s = None
+        print(json.dumps(line, sort_keys=True), flush=True)
+    if s is not None:
+        quit_quietly(s)
+    if accepted < args.count:
+        raise ProbeError(f"only {accepted} of {args.count} accepted in {k} tries")
 
 
 def cmd_relay(args):
@@ -388,6 +461,15 @@ def main():
     sp.add_argument("--dkim-key")
     sp.add_argument("--dkim-selector", default="s1")
     sp.add_argument("--tamper", action="store_true")
+    sp = hp("burst")
+    sp.add_argument("--mode", choices=["starttls", "tls"], required=True)
+    sp.add_argument("--user", required=True)
+    sp.add_argument("--password", required=True)
+    sp.add_argument("--from", dest="sender", required=True)
+    sp.add_argument("--to", required=True)
+    sp.add_argument("--count", type=int, required=True)
+    sp.add_argument("--tag", required=True)
+    sp.add_argument("--max-attempts", type=int)
     sp = hp("relay")
     sp.add_argument("--from", dest="sender", required=True)
     sp.add_argument("--to", required=True)
@@ -398,7 +480,7 @@ def main():
 
     args = p.parse_args()
     handlers = {"banner": cmd_banner, "ehlo": cmd_ehlo, "auth-before-tls": cmd_auth_before_tls,
-                "submit": cmd_submit, "relay": cmd_relay, "cert": cmd_cert,
+                "submit": cmd_submit, "burst": cmd_burst, "relay": cmd_relay, "cert": cmd_cert,
                 "dkim-verify": cmd_dkim_verify}
     try:
         return handlers[args.cmd](args) or 0

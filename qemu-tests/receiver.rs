@@ -2,7 +2,8 @@
 //! message from `sender.test`'s own host passes everything (the positive control), and
 //! rspamd's and Postfix's verdicts turn to fail for a host the SPF record does not list, a
 //! host whose PTR does not lead back to it, and a body changed after signing. The second
-//! verifier (dkimpy, pyspf, dnspython) reaches the same verdicts on every message.
+//! verifier (dkimpy, pyspf, dnspython) reaches the same verdicts on every message. Paused,
+//! it refuses connections; resumed, it accepts again and still holds what it had.
 //!
 //! Needs root (a network namespace), postfix, rspamd, bind9, python3-dkim, python3-spf.
 
@@ -58,7 +59,7 @@ fn the_receiver_judges_independently_and_can_say_no() {
     let mut phases = Phases::new("receiver");
     let tmp = tempfile::tempdir().unwrap();
     let net = phases.run("test network", || ok(TestNet::create()));
-    let internet = phases.run("DNS and receiver", || {
+    let mut internet = phases.run("DNS and receiver", || {
         Internet::start(&net, tmp.path(), Vec::new(), &[])
     });
     let rcpt = "someone@gmail4.test";
@@ -108,6 +109,29 @@ fn the_receiver_judges_independently_and_can_say_no() {
             "the signature must fail: {v:#?}"
         );
         v.assert_agree();
+    });
+
+    phases.run("paused: unreachable; resumed: back, mail kept", || {
+        let before = internet.receiver.messages().len();
+        ok(internet.receiver.pause());
+        let refused = probe_in(&net, &["--timeout", "5", "banner", MX4, "25"])
+            .expect_err("a paused receiver must not answer");
+        assert!(refused.contains("refused"), "{refused}");
+        ok(internet.receiver.resume());
+        send(
+            &net,
+            &internet,
+            SENDER4,
+            SENDER_NAME,
+            "after the pause",
+            false,
+        );
+        internet.delivered(rcpt, "after the pause");
+        assert_eq!(
+            internet.receiver.messages().len(),
+            before + 1,
+            "the mail from before the pause is still there"
+        );
     });
 
     phases.run("no route out of the test network", || {

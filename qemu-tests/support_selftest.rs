@@ -13,9 +13,10 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use testkit::burst::{Attempt, Tally};
 use testkit::{
-    Dns, Inbox, InboxOptions, TsigKey, Zone, free_port, loopback, ok, output, probe, run,
-    self_signed_certificate,
+    Delivered, Dns, Inbox, InboxOptions, TsigKey, Zone, free_port, loopback, ok, output, probe,
+    run, self_signed_certificate,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -152,6 +153,105 @@ fn dns_reports_a_taken_port_and_a_bad_zone() {
     assert!(
         err.contains("named-checkconf") && err.contains("not-an-address"),
         "{err}"
+    );
+}
+
+#[test]
+fn dns_replaces_a_zone_and_refuses_a_bad_one() {
+    let site = Zone::from_records(
+        "example.test",
+        &[
+            "@ IN TXT \"v=spf1 ip4:192.0.2.1 -all\"",
+            "_dmarc IN TXT \"v=DMARC1; p=reject\"",
+        ],
+    );
+    let other = Zone::from_records("other.test", &["@ IN A 192.0.2.2"]);
+    let dns = ok(Dns::start(loopback(free_port()), &[site.clone(), other]));
+    let changed = Zone::from_records("example.test", &["@ IN TXT \"v=spf1 -all\""]);
+    ok(dns.replace_zone(changed.clone()));
+    assert_eq!(
+        ok(dns.dig("example.test", "TXT")),
+        ["\"v=spf1 -all\""],
+        "served at once after replace_zone returns:\n{}",
+        dns.log()
+    );
+    assert!(
+        ok(dns.dig("_dmarc.example.test", "TXT")).is_empty(),
+        "a record left out of the new zone is gone"
+    );
+    assert_eq!(
+        ok(dns.dig("other.test", "A")),
+        ["192.0.2.2"],
+        "other zones stay"
+    );
+    assert_eq!(ok(dns.zone("example.test.")).text, changed.text);
+
+    let err = dns
+        .replace_zone(Zone::from_records(
+            "example.test",
+            &["www IN A not-an-address"],
+        ))
+        .expect_err("a bad zone must be refused");
+    assert!(
+        err.contains("named-checkzone") && err.contains("not-an-address"),
+        "{err}"
+    );
+    assert_eq!(
+        ok(dns.dig("example.test", "TXT")),
+        ["\"v=spf1 -all\""],
+        "the old zone stays served"
+    );
+    let err = dns
+        .replace_zone(Zone::from_records("unknown.test", &["@ IN A 192.0.2.3"]))
+        .expect_err("only served zones can be replaced");
+    assert!(err.contains("no zone unknown.test"), "{err}");
+
+    ok(dns.replace_zone(site));
+    assert_eq!(
+        ok(dns.dig("_dmarc.example.test", "TXT")),
+        ["\"v=DMARC1; p=reject\""],
+        "restored"
+    );
+}
+
+#[test]
+fn burst_tally_counts_lost_duplicated_and_unanswered() {
+    let attempt = |k: u64, code: Option<u64>| Attempt {
+        k,
+        message_id: format!("<t.{k}@example.com>"),
+        accepted: code == Some(250),
+        code,
+        error: None,
+    };
+    let stored: Vec<Delivered> = [1, 1, 1, 3, 3, 9]
+        .iter()
+        .map(|k| Delivered {
+            path: PathBuf::from(format!("/m{k}")),
+            data: format!("Message-ID: <t.{k}@example.com>\r\nSubject: t {k}\r\n\r\nx\r\n")
+                .into_bytes(),
+        })
+        .collect();
+    let attempts = [
+        attempt(1, Some(250)),
+        attempt(2, Some(250)),
+        attempt(3, None),
+        attempt(4, Some(451)),
+        attempt(5, Some(250)),
+    ];
+    let t = Tally::count(&attempts, &stored);
+    assert_eq!(t.accepted, 3);
+    assert_eq!(t.delivered, 1);
+    assert_eq!(t.lost, ["<t.2@example.com>", "<t.5@example.com>"]);
+    assert_eq!(
+        t.duplicated, 3,
+        "message 1 arrived three times, message 3 twice"
+    );
+    assert_eq!((t.unanswered, t.unanswered_delivered), (1, 1));
+    assert!(!t.complete());
+    assert_eq!(
+        t.to_string(),
+        "accepted 3 | delivered 1 | lost 2 | duplicated 3 (and 1 unanswered, 1 of them delivered); \
+         lost: <t.2@example.com> <t.5@example.com>"
     );
 }
 

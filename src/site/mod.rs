@@ -15,6 +15,7 @@ mod model;
 mod names;
 mod net;
 mod policy;
+mod sending;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use model::*;
 pub use names::*;
 pub use net::*;
 pub use policy::*;
+pub use sending::*;
 
 use locate::Locations;
 

@@ -29,6 +29,8 @@ pub struct Site {
     pub ssh: Ssh,
     #[serde(default)]
     pub dns: DnsSettings,
+    #[serde(default)]
+    pub limits: super::sending::Limits,
 }
 
 /// One mail domain.
@@ -41,6 +43,10 @@ pub struct Domain {
     pub users: Vec<LocalPart>,
     #[serde(default)]
     pub aliases: UniqueMap<AliasName, AliasTargets>,
+    /// Addresses a user may send as beyond their own and those whose aliases deliver to
+    /// them: `{ i: ["*@example.com"] }` (see [`super::sending`]).
+    #[serde(default)]
+    pub send_as: UniqueMap<LocalPart, Vec<super::sending::SendAs>>,
     #[serde(default)]
     pub dkim: Dkim,
     #[serde(default)]

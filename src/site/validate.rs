@@ -54,6 +54,7 @@ pub fn check(site: &Site) -> Vec<Finding> {
     check_host_addresses(site, &mut out);
     check_spf(site, &mut out);
     check_dkim(site, &mut out);
+    super::sending::check(site, &mut out);
     out
 }
 

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use super::acme_ca::{self, AcmeCaError};
+use super::mail_policy::MailPolicy;
 use crate::site::{AliasTarget, LoadedSite, Site};
 
 /// Where `user-data` stages the seed's files and the manifest: on tmpfs, so the staged copies
@@ -50,6 +51,8 @@ pub struct SiteContext {
     /// The account each seed creates for the operator.
     pub operator: OperatorContext,
     pub seed: SeedFormat,
+    /// What the post-data hook enforces (the chasquid layer's `hooks/mailbake/policy`).
+    pub mail_policy: MailPolicy,
 }
 
 /// One mail domain; layers with a `[domain]` path segment see it as `domain`.
@@ -127,6 +130,7 @@ impl SiteContext {
                     .collect(),
             },
             seed: SeedFormat::CURRENT,
+            mail_policy: super::mail_policy::for_site(site),
         })
     }
 }

@@ -7,11 +7,14 @@
 //! the build, not render an empty string into a config file), trailing newlines are kept, and
 //! a value reaches a file of a given format only through that format's escaping filter
 //! (`yaml` for YAML documents, see [`yaml`]; `word` for whitespace-separated lines, see
-//! [`word`]; `textproto` for chasquid.conf's strings, see [`textproto`]). What templates may use is [`context`]: typed, so a renamed field
+//! [`word`]; `textproto` for chasquid.conf's strings, see [`textproto`]; `shell` for files a
+//! shell sources, see [`shell`]). What templates may use is [`context`]: typed, so a renamed field
 //! is a compile error here rather than an undefined variable in a template.
 
 pub mod acme_ca;
 pub mod context;
+pub mod mail_policy;
+pub mod shell;
 pub mod textproto;
 pub mod word;
 pub mod yaml;
@@ -30,6 +33,7 @@ pub fn environment() -> Environment<'static> {
     env.add_filter("yaml", yaml::filter);
     env.add_filter("word", word::filter);
     env.add_filter("textproto", textproto::filter);
+    env.add_filter("shell", shell::filter);
     env
 }
 

@@ -152,6 +152,22 @@ pub struct Chasquid {
     pub submission_tls: u16,
     pub config_dir: PathBuf,
     pub log: PathBuf,
+    /// chasquid runs in another namespace: its ports cannot be probed from here.
+    wrapped: bool,
+}
+
+/// What [`Chasquid::start_with`] changes from [`Chasquid::start`].
+#[derive(Clone, Debug, Default)]
+pub struct ChasquidOptions {
+    /// Extra environment for the daemon, such as a unit's `Environment=` settings.
+    pub env: Vec<(String, String)>,
+    /// A command prefix chasquid runs under, such as `ip netns exec NAME` (a network
+    /// namespace whose network is all chasquid sees; clients must run there too).
+    pub wrapper: Vec<String>,
+    /// Listen on every address of the (namespace's) host instead of 127.0.0.1 only.
+    pub all_addresses: bool,
+    /// Keep chasquid.conf's mail log (the image's `<syslog>`) instead of the test log.
+    pub keep_mail_log: bool,
 }
 
 impl Chasquid {
@@ -162,6 +178,16 @@ impl Chasquid {
     /// running daemon too. Local delivery goes to a program that always defers, so accepted mail
     /// stays in the queue for the test to read and nothing is delivered anywhere.
     pub fn start(root: &Path, state: &Path, hostname: &str) -> Chasquid {
+        Chasquid::start_with(root, state, hostname, &ChasquidOptions::default())
+    }
+
+    /// [`Chasquid::start`] with extra environment and, optionally, in a network namespace.
+    pub fn start_with(
+        root: &Path,
+        state: &Path,
+        hostname: &str,
+        options: &ChasquidOptions,
+    ) -> Chasquid {
         let config_dir = root.join("etc/chasquid");
         let conf = config_dir.join("chasquid.conf");
         let text = fs::read_to_string(&conf).expect("chasquid.conf");
@@ -188,13 +214,30 @@ impl Chasquid {
         let mda = state.with_extension("mda");
         fs::write(&mda, "#!/bin/sh\ncat > /dev/null\nexit 75\n").expect("write the test MDA");
         fs::set_permissions(&mda, fs::Permissions::from_mode(0o755)).expect("chmod the test MDA");
-        let overrides = format!(
-            "smtp_address: \"127.0.0.1:{smtp}\" submission_address: \"127.0.0.1:{submission}\" \
-             submission_over_tls_address: \"127.0.0.1:{submission_tls}\" hostname: \"{hostname}\" \
-             mail_log_path: \"<stderr>\" mail_delivery_agent_bin: \"{}\"",
+        let host = if options.all_addresses {
+            ""
+        } else {
+            "127.0.0.1"
+        };
+        let mut overrides = format!(
+            "smtp_address: \"{host}:{smtp}\" submission_address: \"{host}:{submission}\" \
+             submission_over_tls_address: \"{host}:{submission_tls}\" hostname: \"{hostname}\" \
+             mail_delivery_agent_bin: \"{}\"",
             mda.display()
         );
-        let child = std::process::Command::new(chasquid())
+        if !options.keep_mail_log {
+            overrides.push_str(" mail_log_path: \"<stderr>\"");
+        }
+        let mut command = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(chasquid());
+                c
+            }
+            None => std::process::Command::new(chasquid()),
+        };
+        let child = command
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .arg("-config_dir")
             .arg(&config_dir)
             .arg("-config_overrides")
@@ -211,6 +254,7 @@ impl Chasquid {
             submission_tls,
             config_dir,
             log,
+            wrapped: !options.wrapper.is_empty(),
         };
         me.wait_listening();
         me
@@ -219,7 +263,16 @@ impl Chasquid {
     fn wait_listening(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.submission_tls)).is_ok() {
+            let listening = if self.wrapped {
+                // Another namespace's ports cannot be reached from here: ask the log.
+                let port = format!(":{} (", self.submission_tls);
+                self.log_text()
+                    .lines()
+                    .any(|l| l.contains("Server listening on ") && l.contains(&port))
+            } else {
+                std::net::TcpStream::connect(("127.0.0.1", self.submission_tls)).is_ok()
+            };
+            if listening {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));

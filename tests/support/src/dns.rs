@@ -14,6 +14,7 @@ use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ use crate::topology::DNS4;
 
 /// How long [`Dns::start`] waits for every zone to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`Dns::replace_zone`] waits for named to load the new file.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A TSIG key that may send RFC 2136 updates to a zone (`allow-update { key NAME; }`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +115,8 @@ pub struct Dns {
     addrs: Vec<SocketAddr>,
     /// The test network it runs in, if any.
     netns: Option<Netns>,
+    /// The zones as served now, in named.conf's order (file `zone<i>.db` is zone i).
+    zones: Mutex<Vec<Zone>>,
     log: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -210,6 +215,7 @@ impl Dns {
             child: Some(child),
             addrs,
             netns,
+            zones: Mutex::new(zones.to_vec()),
             log,
             dir,
         };
@@ -264,6 +270,94 @@ impl Dns {
     /// The temp dir holding named.conf, the zone files and their update journals.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The zone `origin` as named serves it now (as started, or as last replaced).
+    pub fn zone(&self, origin: &str) -> Result<Zone, String> {
+        let origin = origin.trim_end_matches('.');
+        self.served()
+            .iter()
+            .find(|z| z.origin == origin)
+            .cloned()
+            .ok_or_else(|| format!("Dns::zone: named serves no zone {origin}"))
+    }
+
+    /// Serves `zone` (a zone given at start, by its origin) with its new text: the file is
+    /// checked with `named-checkzone`, swapped in by rename, and named reloads it on SIGHUP
+    /// (no rndc channel: `controls {}`). Returns once named's log says the zone was loaded
+    /// again, so the next query gets the new records. A bad zone is refused and the old one
+    /// stays served. Not for zones taking RFC 2136 updates: named keeps those in a journal.
+    pub fn replace_zone(&self, zone: Zone) -> Result<(), String> {
+        let mut zones = self.served();
+        let index = zones
+            .iter()
+            .position(|z| z.origin == zone.origin)
+            .ok_or_else(|| format!("Dns::replace_zone: named serves no zone {}", zone.origin))?;
+        if zones[index].update_key.is_some() || zone.update_key.is_some() {
+            return Err(format!(
+                "Dns::replace_zone: {} takes dynamic updates; change it with nsupdate instead",
+                zone.origin
+            ));
+        }
+        let file = self.dir.path().join(zone_file_name(index));
+        let staged = file.with_extension("new");
+        fs::write(&staged, &zone.text)
+            .map_err(|e| format!("cannot write {}: {e}", staged.display()))?;
+        let check = Command::new("named-checkzone")
+            .arg(&zone.origin)
+            .arg(&staged)
+            .output()
+            .map_err(|e| format!("cannot run named-checkzone (package bind9): {e}"))?;
+        if !check.status.success() {
+            let _ = fs::remove_file(&staged);
+            return Err(format!(
+                "named-checkzone {} rejected the new zone:\n{}{}\n--- zone ---\n{}",
+                zone.origin,
+                String::from_utf8_lossy(&check.stdout),
+                String::from_utf8_lossy(&check.stderr),
+                zone.text
+            ));
+        }
+        let loaded = format!("zone {}/IN: loaded serial", zone.origin);
+        let before = self.log().matches(&loaded).count();
+        fs::rename(&staged, &file).map_err(|e| format!("cannot rename {}: {e}", file.display()))?;
+        self.hangup()?;
+        let deadline = Instant::now() + RELOAD_TIMEOUT;
+        while self.log().matches(&loaded).count() == before {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "named did not reload {} within {RELOAD_TIMEOUT:?}:\n{}",
+                    zone.origin,
+                    self.log()
+                ));
+            }
+            sleep(Duration::from_millis(100));
+        }
+        zones[index] = zone;
+        Ok(())
+    }
+
+    fn served(&self) -> std::sync::MutexGuard<'_, Vec<Zone>> {
+        // A panic while holding the lock leaves the list as it was: still usable.
+        self.zones.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// SIGHUP: named re-reads its configuration and every zone file that changed.
+    fn hangup(&self) -> Result<(), String> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| i32::try_from(c.id()).ok())
+            .ok_or("named is not running")?;
+        // SAFETY: kill(2) on our own child (named itself: `ip netns exec` execs it), not
+        // reaped while the Dns exists.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            return Err(format!(
+                "cannot signal named ({pid}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
     }
 
     /// `dig +short` against this server: the answer's records, one string each (TXT as

@@ -6,11 +6,12 @@
 //! disk image `mailbake image` makes from it, and a writable layer over that image.
 
 use std::fs;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mailbake::boot::{Network, Vm, VmOptions};
+use mailbake::boot::{DiskCache, Network, Vm, VmOptions};
 
 use crate::netns::Netns;
 use crate::topology::GUEST4;
@@ -80,6 +81,13 @@ pub struct Guest {
 impl Guest {
     /// Boots `disk` with `seed` on the namespace's bridge (creating the tap on first use).
     pub fn boot(net: &Netns, opts: &GuestOptions) -> Guest {
+        Guest::boot_with_cache(net, opts, DiskCache::Unsafe)
+    }
+
+    /// [`Guest::boot`] with the disk cached as `cache` says: [`DiskCache::Writeback`] for a
+    /// guest that will lose its power ([`Guest::power_cut`]), so that what it flushed is on
+    /// the disk when it boots again.
+    pub fn boot_with_cache(net: &Netns, opts: &GuestOptions, cache: DiskCache) -> Guest {
         if net.ip(&["link", "show", TAP]).is_err() {
             net.add_tap(TAP)
                 .unwrap_or_else(|e| panic!("cannot add the guest's tap: {e}"));
@@ -93,6 +101,7 @@ impl Guest {
         vm_opts.snapshot = false;
         vm_opts.network = Network::Tap { ifname: TAP.into() };
         vm_opts.netns = Some(net.name().to_string());
+        vm_opts.disk_cache = cache;
         let vm = Vm::start(&vm_opts).unwrap_or_else(|e| panic!("QEMU does not start: {e}"));
         Guest {
             vm,
@@ -161,6 +170,32 @@ impl Guest {
             .expect("ssh runs")
     }
 
+    /// Runs `command` in the guest as the operator with `input` as its standard input (to
+    /// install a file: `sudo tee PATH`); panics with the evidence if it fails. SSH must be up.
+    pub fn ssh_with_stdin(&self, command: &str, input: &[u8]) -> String {
+        let mut child = ssh_command(&self.net, &self.evidence.ssh_key, command, 120)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ssh runs");
+        if let Some(mut stdin) = child.stdin.take() {
+            // A command that exits early closes its stdin; its status says why.
+            let _ = stdin.write_all(input);
+        }
+        let out = child.wait_with_output().expect("ssh runs");
+        assert!(
+            out.status.success(),
+            "in the guest, `{command}` (with {} bytes of input) failed ({}):\n{}{}\n{}",
+            input.len(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.evidence()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Runs `command` in the guest as the operator; panics with the evidence if it fails.
     /// Retries while SSH itself is not up yet (exit 255), for up to 5 minutes.
     pub fn ssh(&self, command: &str) -> String {
@@ -190,8 +225,17 @@ impl Guest {
 
     /// Reboots the guest and waits until SSH answers from the new boot.
     pub fn reboot(&self) {
+        self.reboot_then(|| {});
+    }
+
+    /// Reboots the guest, runs `while_down` once the reboot is under way (the old boot's
+    /// services are stopping, the new boot's have not started: e.g. bring a receiver back so
+    /// the first delivery attempt of the new boot finds it), and waits until SSH answers
+    /// from the new boot.
+    pub fn reboot_then(&self, while_down: impl FnOnce()) {
         let boot_id = self.ssh("cat /proc/sys/kernel/random/boot_id");
         let _ = self.try_ssh("sudo systemctl reboot");
+        while_down();
         let deadline = Instant::now() + Duration::from_secs(600);
         while Instant::now() < deadline {
             let out = self.try_ssh("cat /proc/sys/kernel/random/boot_id");
@@ -211,6 +255,13 @@ impl Guest {
         self.vm
             .shutdown()
             .unwrap_or_else(|e| panic!("QEMU does not stop: {e}"));
+    }
+
+    /// Kills QEMU at once (SIGKILL): the guest loses its power and its memory.
+    pub fn power_cut(&mut self) {
+        self.vm
+            .kill()
+            .unwrap_or_else(|e| panic!("QEMU cannot be killed: {e}"));
     }
 }
 

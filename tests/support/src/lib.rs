@@ -14,6 +14,8 @@
 //! - [`internet`]: the zones of that world, the receiver and the third-party sender together,
 //!   and [`internet::Verdicts`], both verifiers' verdicts on one delivered message.
 //! - [`inbox`]: a small recording SMTP sink (for tests that need no verdicts).
+//! - [`burst`]: durability counts: a burst of uniquely named submissions, and the tally of
+//!   what arrived (accepted, delivered, lost, duplicated).
 //! - [`probe`]: `qemu-tests/probe.py`, client probes as a user would make them, and the
 //!   second verifier `qemu-tests/verifier.py` (dkimpy, pyspf, dnspython).
 //! - [`tls_scan`]: testssl.sh from inside the test network, its JSON report read back.
@@ -30,7 +32,11 @@
 //!    `t.probe(..)` / `probe_in(&t.net, ..)` (a client probe from inside the test network),
 //!    `t.net.command(..)` (any program there, e.g. `mailbake verify --resolver 192.0.2.53`),
 //!    `t.internet.delivered(rcpt, subject)` and `internet::Verdicts::of(..)` (what the
-//!    receiver stored and both verifiers' verdicts on it);
+//!    receiver stored and both verifiers' verdicts on it), `t.internet.dns.replace_zone(..)`
+//!    (serve a changed zone: a fault, then the original again), `t.internet.receiver.pause()`
+//!    and `resume()` (the receiver unreachable, then back), [`burst::Burst`] and
+//!    [`burst::Tally`] (many messages, counted at the receiver), `t.guest.power_cut()` (for a
+//!    guest booted with `Guest::boot_with_cache(.., DiskCache::Writeback)`);
 //! 2. call it from the test body as `phases.run("my check", || my_check(&t));` where it
 //!    belongs in the order (phases that reboot the guest or change its seed come last).
 //!
@@ -42,6 +48,7 @@
 //! test can write `ok(result)` (or `unwrap_or_else(|e| panic!("{e}"))`).
 
 pub mod acme;
+pub mod burst;
 pub mod certs;
 pub mod consumers;
 pub mod dns;
@@ -59,8 +66,9 @@ pub mod topology;
 
 pub use certs::{fingerprint, self_signed_certificate, throwaway_certificate};
 pub use consumers::{
-    BuiltOverlay, Chasquid, EXAMPLE_PASSWORD, built_overlay, chasquid, chasquid_bin_dir,
-    chasquid_util, example_secrets, example_site, mailbake_build, test_tool, unpack_overlay,
+    BuiltOverlay, Chasquid, ChasquidOptions, EXAMPLE_PASSWORD, built_overlay, chasquid,
+    chasquid_bin_dir, chasquid_util, example_secrets, example_site, mailbake_build, test_tool,
+    unpack_overlay,
 };
 pub use dns::{Dns, TsigKey, Zone, zone_text};
 pub use guest::{Guest, GuestOptions};

@@ -140,6 +140,8 @@ pub struct Receiver {
     dir: tempfile::TempDir,
     postfix: Option<Child>,
     rspamd: Option<Child>,
+    /// Where Postfix listens (port 25 on each), to know when it answers again.
+    addresses: Vec<String>,
 }
 
 impl Receiver {
@@ -157,6 +159,7 @@ impl Receiver {
             dir,
             postfix: None,
             rspamd: None,
+            addresses: opts.addresses.clone(),
         };
         receiver.write_rspamd(opts)?;
         receiver.write_postfix(opts)?;
@@ -165,27 +168,84 @@ impl Receiver {
             receiver.net.command("rspamd").args(receiver.rspamd_args()),
         )?);
         receiver.wait_for("rspamd's milter", MILTER)?;
-        let conf = receiver.postfix_dir();
-        receiver.postfix = Some(
-            receiver.spawn(
+        receiver.start_postfix()?;
+        Ok(receiver)
+    }
+
+    /// Takes the receiver off the network: Postfix stops, so connections to its addresses
+    /// are refused and senders keep their mail queued. Its mail and queue stay;
+    /// [`Receiver::resume`] brings it back.
+    pub fn pause(&mut self) -> Result<(), String> {
+        let Some(child) = self.postfix.take() else {
+            return Ok(());
+        };
+        self.postfix_stop();
+        stop(child);
+        for a in self.addresses.clone() {
+            self.wait_for_refusal(&socket(&a, 25))?;
+        }
+        Ok(())
+    }
+
+    /// Starts Postfix again after [`Receiver::pause`]; returns once it answers on every
+    /// address.
+    pub fn resume(&mut self) -> Result<(), String> {
+        if self.postfix.is_some() {
+            return Ok(());
+        }
+        self.start_postfix()
+    }
+
+    fn start_postfix(&mut self) -> Result<(), String> {
+        let conf = self.postfix_dir();
+        self.postfix = Some(
+            self.spawn(
                 "postfix",
-                receiver
-                    .net
+                self.net
                     .command("postfix")
                     .arg("-c")
                     .arg(&conf)
                     .arg("start-fg"),
             )?,
         );
-        for a in &opts.addresses {
-            let addr = if a.contains(':') {
-                format!("[{a}]:25")
-            } else {
-                format!("{a}:25")
-            };
-            receiver.wait_for("Postfix", &addr)?;
+        for a in self.addresses.clone() {
+            self.wait_for("Postfix", &socket(&a, 25))?;
         }
-        Ok(receiver)
+        Ok(())
+    }
+
+    /// `postfix stop`: master ends its children in order.
+    fn postfix_stop(&self) {
+        let _ = self
+            .net
+            .command("postfix")
+            .arg("-c")
+            .arg(self.postfix_dir())
+            .arg("stop")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Waits until nothing accepts connections on `addr` inside the namespace.
+    fn wait_for_refusal(&self, addr: &str) -> Result<(), String> {
+        let target: std::net::SocketAddr = addr
+            .parse()
+            .map_err(|e| format!("bad address {addr}: {e}"))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while self
+            .net
+            .enter(|| std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)).is_ok())
+        {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Postfix still answers on {addr} {START_TIMEOUT:?} after `postfix stop`\n{}",
+                    self.logs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(())
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -379,7 +439,12 @@ impl Receiver {
 
     fn spawn(&self, what: &str, cmd: &mut Command) -> Result<Child, String> {
         let log = self.path(&format!("log/{what}.out"));
-        let file = fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        // Appended: a resumed Postfix keeps the log of its first run as evidence.
+        let file = fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| format!("{}: {e}", log.display()))?;
         let err = file
             .try_clone()
             .map_err(|e| format!("{}: {e}", log.display()))?;
@@ -498,15 +563,7 @@ impl Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         // `postfix stop` ends master and its children in order; then make sure.
-        let _ = self
-            .net
-            .command("postfix")
-            .arg("-c")
-            .arg(self.postfix_dir())
-            .arg("stop")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        self.postfix_stop();
         for child in [self.postfix.take(), self.rspamd.take()]
             .into_iter()
             .flatten()
