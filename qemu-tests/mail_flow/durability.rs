@@ -101,11 +101,12 @@ fn drained(t: &MailFlow, tag: &str, attempts: &[Attempt]) -> Tally {
     }
 }
 
-/// The queue directory (hidden files too: a temporary file left by an interrupted write)
+/// The queue directory's attributes (`D`: synchronous directory updates, from the image's
+/// tmpfiles.d), its files (hidden ones too: a temporary file left by an interrupted write)
 /// and chasquid's journal of this boot.
 fn queue_evidence(t: &MailFlow) -> String {
     t.guest.ssh(
-        "sudo ls -la /var/lib/chasquid/queue; sudo journalctl -b -u chasquid.service --no-pager -o cat | tail -60",
+        "sudo lsattr -d /var/lib/chasquid/queue; sudo ls -la /var/lib/chasquid/queue; sudo journalctl -b -u chasquid.service --no-pager -o cat | tail -60",
     )
 }
 
@@ -189,6 +190,15 @@ fn restart_in_burst(t: &mut MailFlow) {
 
 fn power_cut(t: &mut MailFlow) {
     let tag = tag("powercut");
+    // chasquid never fsyncs the queue directory after its rename; the image makes that
+    // directory's updates synchronous instead (tmpfiles.d, chattr +D). Without it this phase
+    // lost the newest accepted message.
+    let attrs = t.guest.ssh("sudo lsattr -d /var/lib/chasquid/queue");
+    let flags = attrs.split_whitespace().next().unwrap_or("");
+    assert!(
+        flags.contains('D'),
+        "the queue directory has synchronous updates (+D): {attrs}"
+    );
     testkit::ok(t.internet.receiver.pause());
     let guest = &mut t.guest;
     let mut cut_at = None;
