@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{
     Action, CertError, Freshness, LegoRunFailed, PinnedLego, RENEW_DAYS, Request,
-    StoredCertificate, assess, env_file, host_names, lego::tail, unix_now,
+    StoredCertificate, assess, env_file, lego::tail, unix_now,
 };
 use crate::fetch::Cache;
 use crate::secrets::{self, ACME_ENV, LegoAccount, LegoCertificate, SecretStore};
@@ -176,7 +176,7 @@ impl<'a> Job<'a> {
             if only.is_some_and(|o| o != name.as_str()) {
                 continue;
             }
-            let names = host_names(site, &host.fqdn);
+            let names = crate::site::certificate_host_names(site, &host.fqdn);
             let parsed = self
                 .store
                 .read_acme(&LegoCertificate::of(&host.fqdn).chain)?

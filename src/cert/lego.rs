@@ -191,7 +191,7 @@ pub struct Request<'a> {
     pub provider: &'a str,
     pub key_type: &'a str,
     pub resolvers: &'a [String],
-    /// The host's names, its fqdn first ([`super::host_names`]).
+    /// The host's names, its fqdn first ([`crate::site::certificate_host_names`]).
     pub names: &'a [String],
     /// `acme.env`'s variables.
     pub env: &'a [(String, String)],

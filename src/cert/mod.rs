@@ -19,13 +19,11 @@
 pub mod cli;
 pub mod env_file;
 mod lego;
-mod names;
 mod stored;
 
 use std::path::PathBuf;
 
 pub use lego::{Action, LegoFailed, PinnedLego, Request};
-pub use names::{host_names, site_names};
 pub use stored::{Freshness, RENEW_DAYS, StoredCertificate, assess, unix_now};
 
 /// Why `mailbake cert` could not do its job. Each message names the file or host and the fix.

@@ -6,11 +6,12 @@ use std::path::Path;
 
 use super::SeedError;
 use super::files::StagedFile;
-use crate::cert::{StoredCertificate, host_names, unix_now};
+use crate::cert::{StoredCertificate, unix_now};
 use crate::secrets::{
     ACME_ENV, KeyKind, LegoAccount, LegoCertificate, SecretStore, SecretsError, TLS_FULLCHAIN,
     TLS_PRIVKEY,
 };
+use crate::site::certificate_host_names as host_names;
 use crate::site::{Domain, DomainName, Host, LoadedSite};
 
 /// lego's state directory on the host: `acme-renew`'s `state=` (layers/acme), where the seed

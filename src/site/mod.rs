@@ -5,6 +5,7 @@
 //! starts with a half-understood configuration fails later and more quietly.
 
 mod alias_graph;
+mod certificate_names;
 mod chasquid;
 mod deserialize;
 mod diagnostic;
@@ -28,6 +29,9 @@ pub use find::{UnknownHost, find_host};
 pub fn bound_message(text: &str) -> String {
     diagnostic::bound_echo(text)
 }
+pub use certificate_names::{
+    host_names as certificate_host_names, site_names as certificate_site_names,
+};
 pub use locate::Position;
 pub use model::*;
 pub use names::*;

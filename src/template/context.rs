@@ -162,7 +162,7 @@ fn domains(site: &Site) -> Vec<DomainContext> {
 fn acme(site: &Site, ca_bundle: Option<String>) -> Option<AcmeContext> {
     let acme = site.tls.acme.as_ref()?;
     // The same names `mailbake cert` and the seeds use (one definition).
-    let names = crate::cert::site_names(site);
+    let names = crate::site::certificate_site_names(site);
     Some(AcmeContext {
         directory: acme.directory.to_string(),
         email: acme.email.to_string(),

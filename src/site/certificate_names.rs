@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::site::{DomainName, Site};
+use super::{DomainName, Site};
 
 /// The names the site asks for: `tls.acme.names`, or every domain and its wildcard; each
 /// once (compared without case; the first spelling stays), in the order written. Empty when
