@@ -112,13 +112,7 @@ fn source_date_epoch_sets_every_mtime() {
 fn changing_one_byte_of_one_template_changes_the_overlay_and_only_that_file() {
     let dir = tempfile::tempdir().unwrap();
     let layers = dir.path().join("layers");
-    let copy = Command::new("cp")
-        .arg("-a")
-        .arg(testkit::repo().join("layers"))
-        .arg(&layers)
-        .status()
-        .unwrap();
-    assert!(copy.success());
+    testkit::copy_of_layers(&layers);
     let base = build_in(
         dir.path(),
         "022",

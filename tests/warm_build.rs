@@ -98,13 +98,7 @@ fn a_changed_template_alias_or_epoch_changes_the_key_and_the_overlay() {
 
     // One byte of one template.
     let layers = f.path("layers");
-    let copy = Command::new("cp")
-        .arg("-a")
-        .arg(testkit::repo().join("layers"))
-        .arg(&layers)
-        .status()
-        .unwrap();
-    assert!(copy.success());
+    testkit::copy_of_layers(&layers);
     let layers_arg = ["--layers", layers.to_str().unwrap()];
     let same_layers = f.build(&site, "out", &layers_arg);
     assert!(same_layers.reused(), "{}", same_layers.stderr);

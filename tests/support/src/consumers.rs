@@ -131,6 +131,22 @@ pub fn built_overlay(dir: &Path, site: &Path) -> BuiltOverlay {
     BuiltOverlay { secrets, out, root }
 }
 
+/// A copy of the repository's `layers/` at `dest`, modes kept, for a test to change and pass
+/// with `--layers`.
+pub fn copy_of_layers(dest: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(crate::repo().join("layers"))
+        .arg(dest)
+        .status()
+        .expect("cp runs");
+    assert!(
+        status.success(),
+        "copying layers/ to {} failed",
+        dest.display()
+    );
+}
+
 /// `overlay.tar` from a build, unpacked into `root`.
 pub fn unpack_overlay(out: &Path, root: &Path) {
     fs::create_dir_all(root).expect("mkdir root");

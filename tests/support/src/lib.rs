@@ -67,8 +67,8 @@ pub mod topology;
 pub use certs::{fingerprint, self_signed_certificate, throwaway_certificate};
 pub use consumers::{
     BuiltOverlay, Chasquid, ChasquidOptions, EXAMPLE_PASSWORD, built_overlay, chasquid,
-    chasquid_bin_dir, chasquid_util, example_secrets, example_site, mailbake_build, test_tool,
-    unpack_overlay,
+    chasquid_bin_dir, chasquid_util, copy_of_layers, example_secrets, example_site, mailbake_build,
+    test_tool, unpack_overlay,
 };
 pub use dns::{Dns, TsigKey, Zone, zone_text};
 pub use guest::{Guest, GuestOptions};
