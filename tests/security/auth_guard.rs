@@ -187,11 +187,14 @@ impl Guard {
             .env("AUTH_GUARD_WINDOW", "120")
             .env("AUTH_GUARD_BAN", BAN_SECONDS.to_string())
             .env("AUTH_GUARD_TICK", "1")
-            // No systemd unit here: chasquid's entries are the ones its process logged as
-            // chasquid (the unit's default also matches _SYSTEMD_UNIT=chasquid.service).
+            // No systemd unit here: chasquid's entries are the ones logged through syslog as
+            // chasquid (the unit's default matches _SYSTEMD_UNIT=chasquid.service instead).
+            // Not _COMM: journald reads it from /proc when it handles the datagram, and the
+            // short-lived process that writes the forged entries may be gone by then (under
+            // load those entries had no _COMM and never reached the guard).
             .env(
                 "AUTH_GUARD_MATCH",
-                "_COMM=chasquid SYSLOG_IDENTIFIER=chasquid",
+                "_TRANSPORT=syslog SYSLOG_IDENTIFIER=chasquid",
             )
             .env("RUNTIME_DIRECTORY", dir.join("guard-run"))
             .stdout(Stdio::null())
@@ -488,7 +491,13 @@ fn repeated_failed_logins_ban_the_address_for_a_while_and_only_that_address() {
     let entries = common::run(
         Command::new(&journal.wrapper()[0])
             .args(&journal.wrapper()[1..])
-            .args(["journalctl", "--no-pager", "-o", "json", "_COMM=chasquid"]),
+            .args([
+                "journalctl",
+                "--no-pager",
+                "-o",
+                "json",
+                "SYSLOG_IDENTIFIER=chasquid",
+            ]),
     );
     assert!(
         entries.lines().any(|l| l.contains("\"MESSAGE\":[")),
