@@ -534,6 +534,46 @@ fn inside(t: &MailFlow) {
         g.ssh("systemctl is-active chasquid.service").trim(),
         "active"
     );
+    boots_only_what_the_image_needs(g);
+}
+
+/// The overlay's boot-time trims took effect on the real first boot: cloud-init ran its short
+/// module lists to the end, the masked unit stayed off and cloud-init's config stage waited
+/// for chasquid (docs/image.md, "Boot time").
+fn boots_only_what_the_image_needs(g: &testkit::guest::Guest) {
+    let status = g.ssh("cloud-init status --long");
+    assert!(
+        status.contains("status: done"),
+        "cloud-init did not finish:\n{status}"
+    );
+    let missing = g.ssh("sudo grep -E 'Could not find module|failed to run|Traceback' /var/log/cloud-init.log || true");
+    assert!(
+        missing.trim().is_empty(),
+        "cloud-init module errors:\n{missing}"
+    );
+    assert_eq!(
+        g.ssh("systemctl is-enabled e2scrub_reap.service || true")
+            .trim(),
+        "masked"
+    );
+    let host_keys = g.ssh("ls /etc/ssh");
+    assert!(
+        host_keys.contains("ssh_host_ed25519_key.pub") && !host_keys.contains("ssh_host_rsa_key"),
+        "host keys are Ed25519 and ECDSA only:\n{host_keys}"
+    );
+    let started = |unit: &str| -> u64 {
+        let v = g.ssh(&format!(
+            "systemctl show -P ExecMainStartTimestampMonotonic {unit}"
+        ));
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{unit}: no start time in {v:?}"))
+    };
+    let (chasquid, config) = (started("chasquid.service"), started("cloud-config.service"));
+    assert!(
+        chasquid > 0 && config >= chasquid,
+        "cloud-config.service started at {config} µs, before chasquid at {chasquid} µs"
+    );
 }
 
 fn tls_quality(t: &MailFlow) {

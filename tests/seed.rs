@@ -464,6 +464,70 @@ fn cloud_init_accepts_user_data_and_netplan_renders_network_config() {
     }
 }
 
+/// The image replaces the distribution's cloud-init module lists with its own short ones
+/// (layers/base/etc/cloud/cloud.cfg.d/99-mailbake.cfg), so a key of the seed's user-data that
+/// no listed module reads would be ignored at boot without a word. Every key must be read by a
+/// listed module, and every listed module must exist in the real cloud-init.
+#[test]
+fn every_user_data_key_is_read_by_a_module_the_image_runs() {
+    // Which cloud-init module reads each top-level key (cloud-init's module reference).
+    const READ_BY: &[(&str, &str)] = &[
+        ("hostname", "set_hostname"),
+        ("fqdn", "set_hostname"),
+        ("prefer_fqdn_over_hostname", "set_hostname"),
+        ("manage_etc_hosts", "update_etc_hosts"),
+        ("users", "users_groups"),
+        ("disable_root", "ssh"),
+        ("ssh_pwauth", "set_passwords"),
+        ("write_files", "write_files"),
+    ];
+    let (_, out) = built();
+    let cfg_path = "etc/cloud/cloud.cfg.d/99-mailbake.cfg";
+    let cfg: serde_json::Value = serde_norway::from_slice(&overlay_file(out, cfg_path))
+        .expect("the cloud-init config is YAML");
+    let mut modules = Vec::new();
+    for stage in [
+        "cloud_init_modules",
+        "cloud_config_modules",
+        "cloud_final_modules",
+    ] {
+        let list = cfg[stage]
+            .as_array()
+            .unwrap_or_else(|| panic!("{cfg_path} lists no {stage}"));
+        modules.extend(
+            list.iter()
+                .map(|m| m.as_str().expect("a module name").to_string()),
+        );
+    }
+    let config_dir = base_root().join("usr/lib/python3/dist-packages/cloudinit/config");
+    for module in &modules {
+        assert!(
+            config_dir.join(format!("cc_{module}.py")).is_file(),
+            "{cfg_path} lists `{module}`, which the test base's cloud-init does not have"
+        );
+    }
+    for host in ["mx1", "mx2"] {
+        let user_data = fs::read(out.join(format!("hosts/{host}/seed/user-data"))).unwrap();
+        let doc: serde_json::Value =
+            serde_norway::from_slice(&user_data).expect("user-data is YAML");
+        let keys = doc.as_object().expect("user-data is a mapping");
+        assert!(keys.contains_key("write_files"), "{host}: positive control");
+        for key in keys.keys() {
+            let module = READ_BY
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, m)| *m)
+                .unwrap_or_else(|| {
+                    panic!("{host}: user-data sets `{key}`, which this test does not know: add the module that reads it here and to {cfg_path}")
+                });
+            assert!(
+                modules.iter().any(|m| m == module),
+                "{host}: user-data sets `{key}`, read by `{module}`, which {cfg_path} does not run: {modules:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn user_data_carries_identity_operator_and_every_secret() {
     let (fx, out) = built();
