@@ -31,6 +31,7 @@ fn bench_quick_prints_every_figure_with_a_ratio() {
         "warm build, 3 hosts",
         "cold build, 1 host",
         "messages/s, image config vs default",
+        "messages/s, /bin/true hook vs default",
     ] {
         let line = row(figure);
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
