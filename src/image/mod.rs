@@ -15,7 +15,7 @@
 //!
 //! Same code for both bases. What differs between the Debian 12 test base
 //! (qemu-tests/base/build.sh) and Ubuntu 22.04's `…-root.tar.xz`: compression (plain vs xz,
-//! detected by magic), kernel flavour (`vmlinuz-6.1.0-*-amd64` vs `vmlinuz-5.15.0-*-generic`;
+//! detected by magic), kernel flavour (`vmlinuz-6.1.0-*-cloud-amd64` vs `vmlinuz-5.15.0-*-generic`;
 //! the newest with an initrd is chosen, and a base without `/boot/initrd.img-*` is refused), the
 //! GRUB package that ships `/usr/lib/grub/i386-pc` (grub-pc-bin vs grub-pc). The root label is
 //! Ubuntu's own `cloudimg-rootfs`, so Ubuntu's fstab and ours agree.
