@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{Accel, Vm, VmOptions};
+use super::{Accel, DiskBus, Firmware, Vm, VmOptions};
 
 /// Boot a disk image in QEMU (SeaBIOS → GRUB → Linux) with the mail and SSH ports forwarded
 /// to 127.0.0.1.
@@ -51,6 +51,12 @@ pub struct BootArgs {
     /// Write guest changes into the image instead of a throw-away overlay
     #[arg(long)]
     pub persistent: bool,
+    /// Firmware: bios (SeaBIOS, as Contabo's VPS boot) or uefi (OVMF, package ovmf)
+    #[arg(long, value_enum, default_value = "bios")]
+    pub firmware: Firmware,
+    /// Disk controller: virtio (virtio-blk) or scsi (virtio-scsi, as Contabo attaches disks)
+    #[arg(long, value_enum, default_value = "virtio")]
+    pub disk_bus: DiskBus,
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -89,6 +95,8 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
     opts.serial_log = args.serial_log;
     opts.forward_base = args.forward_base;
     opts.snapshot = !args.persistent;
+    opts.firmware = args.firmware;
+    opts.disk_bus = args.disk_bus;
     let start = Instant::now();
     let deadline = args.timeout.map(|s| start + Duration::from_secs(s));
     let mut vm = Vm::start(&opts).with_context(|| format!("booting {}", args.image.display()))?;

@@ -1,5 +1,7 @@
 //! Booting a disk image in QEMU the way the VPS provider does: SeaBIOS → GRUB → Linux from the
-//! disk (no `-kernel`), with the cloud-init seed as a second drive, under TCG by default.
+//! disk (no `-kernel`), with the cloud-init seed as a second drive, under TCG by default. The
+//! disk can sit on virtio-scsi as Contabo attaches it, and the firmware can be UEFI (OVMF) for
+//! providers that boot that way.
 //!
 //! Networking is QEMU's user-mode stack (slirp) by default, so guest traffic never leaves the
 //! process: the guest reaches the host's loopback as 10.0.2.2 and the mail and SSH ports are
@@ -44,6 +46,32 @@ pub enum Network {
     /// An existing tap device (`-netdev tap,ifname=…,script=no,downscript=no`): no user
     /// network, no forwards; whoever made the tap decides where it leads.
     Tap { ifname: String },
+}
+
+/// The firmware that boots the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default: GRUB from the disk's boot sector, as Contabo's VPS boot.
+    #[default]
+    Bios,
+    /// UEFI (OVMF, Debian package `ovmf`): GRUB from the disk's EFI system partition.
+    Uefi,
+}
+
+/// OVMF's firmware code and the template of its variable store (Debian's `ovmf`, 4 MiB
+/// build without Secure Boot keys). Each boot gets its own copy of the variables.
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The controller the disk is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DiskBus {
+    /// virtio-blk (`/dev/vda` in the guest).
+    #[default]
+    Virtio,
+    /// virtio-scsi (`/dev/sda`), as Contabo attaches its disks: the image's initrd must
+    /// carry virtio_scsi.
+    Scsi,
 }
 
 /// How QEMU caches the disk image on the host (`-drive cache=`).
@@ -94,6 +122,8 @@ pub struct VmOptions {
     /// Run QEMU inside this network namespace (`ip netns exec NAME`), where its tap lives.
     pub netns: Option<String>,
     pub disk_cache: DiskCache,
+    pub firmware: Firmware,
+    pub disk_bus: DiskBus,
 }
 
 impl VmOptions {
@@ -112,6 +142,8 @@ impl VmOptions {
             network: Network::User,
             netns: None,
             disk_cache: DiskCache::Unsafe,
+            firmware: Firmware::Bios,
+            disk_bus: DiskBus::Virtio,
         }
     }
 }
@@ -124,6 +156,8 @@ pub enum BootError {
         #[source]
         source: io::Error,
     },
+    #[error("UEFI firmware {} not found\n  fix: apt-get install ovmf", .0.display())]
+    NoFirmware(PathBuf),
     #[error("cannot start {qemu}: {source}\n  fix: apt-get install qemu-system-x86")]
     Spawn {
         qemu: PathBuf,
@@ -188,18 +222,59 @@ pub struct Vm {
     _dir: tempfile::TempDir,
 }
 
-/// QEMU's `-drive` for the disk image (virtio); with `snapshot`, writes go to a temporary
+/// QEMU's arguments for the disk image on its bus; with `snapshot`, writes go to a temporary
 /// overlay and never reach the image.
-fn disk_drive(opts: &VmOptions, format: &str) -> String {
+fn disk_args(opts: &VmOptions, format: &str) -> Vec<String> {
+    let bus = match opts.disk_bus {
+        DiskBus::Virtio => "virtio",
+        DiskBus::Scsi => "none,id=disk0",
+    };
     let mut disk = format!(
-        "file={},format={format},if=virtio,cache={}",
+        "file={},format={format},if={bus},cache={}",
         qemu_path(&opts.image),
         opts.disk_cache.qemu_value()
     );
     if opts.snapshot {
         disk.push_str(",snapshot=on");
     }
-    disk
+    let mut args = vec!["-drive".to_string(), disk];
+    if opts.disk_bus == DiskBus::Scsi {
+        args.extend(
+            [
+                "-device",
+                "virtio-scsi-pci,id=scsi0",
+                "-device",
+                "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0",
+            ]
+            .map(String::from),
+        );
+    }
+    args
+}
+
+/// QEMU's arguments for the firmware: none for SeaBIOS; for UEFI, OVMF's code read-only and
+/// a private copy of its variable store in `dir`.
+fn firmware_args(opts: &VmOptions, dir: &Path) -> Result<Vec<String>, BootError> {
+    match opts.firmware {
+        Firmware::Bios => Ok(Vec::new()),
+        Firmware::Uefi => {
+            let code = Path::new(OVMF_CODE);
+            if !code.is_file() {
+                return Err(BootError::NoFirmware(code.to_path_buf()));
+            }
+            let vars = dir.join("OVMF_VARS.fd");
+            fs::copy(OVMF_VARS, &vars).map_err(|_| BootError::NoFirmware(OVMF_VARS.into()))?;
+            Ok(vec![
+                "-drive".into(),
+                format!(
+                    "if=pflash,format=raw,unit=0,readonly=on,file={}",
+                    qemu_path(code)
+                ),
+                "-drive".into(),
+                format!("if=pflash,format=raw,unit=1,file={}", qemu_path(&vars)),
+            ])
+        }
+    }
 }
 
 impl Vm {
@@ -222,7 +297,8 @@ impl Vm {
         File::create(&serial_log).map_err(io_err(&serial_log))?;
 
         let (netdev, forwards) = netdev(opts)?;
-        let disk = disk_drive(opts, format);
+        let disk = disk_args(opts, format);
+        let firmware = firmware_args(opts, dir.path())?;
         let mut cmd = match &opts.netns {
             // `ip` execs QEMU itself: the child's pid is QEMU's.
             Some(ns) => {
@@ -243,7 +319,8 @@ impl Vm {
             ])
             .args(["-m", &opts.memory_mib.to_string()])
             .args(["-smp", &opts.cpus.to_string()])
-            .args(["-drive", &disk]);
+            .args(&firmware)
+            .args(&disk);
         if let Some(seed) = &opts.seed {
             cmd.args([
                 "-drive",

@@ -8,15 +8,18 @@ use super::signed_sums::{SignedSums, UBUNTU_CLOUD_IMAGE_KEYRING};
 use super::{BasePin, Format, ImageOptions, build, parse_size};
 use crate::epoch::DEFAULT_SOURCE_DATE_EPOCH;
 
-/// Build a bootable disk image from a pinned base root tarball and an overlay tarball.
+/// Build a bootable disk image from a pinned base and an overlay tarball.
 ///
-/// Needs root (file ownership, device nodes) and host tools: mke2fs/e2fsck (e2fsprogs),
-/// grub-mkimage (grub-common), qemu-img (qemu-utils), xz/zstd for compressed bases.
+/// The base is Ubuntu's cloud image disk (`…-cloudimg-amd64.img`, qcow2 or raw): its partition
+/// table, boot loaders and files are kept and the overlay is written into its root filesystem
+/// (no root, loop device or mount needed). A root tarball that carries a kernel also works
+/// (needs root). Host tools: qemu-img, sfdisk, e2fsprogs; grub-mkimage for a tarball.
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("pin").required(true).args(["base_sha256", "base_sums"])))]
 pub struct ImageArgs {
-    /// Base root filesystem tarball (.tar, .tar.gz, .tar.xz or .tar.zst)
-    #[arg(long, value_name = "ROOTFS.tar")]
+    /// Base: Ubuntu's cloud image disk (ubuntu-22.04-server-cloudimg-amd64.img), or a root
+    /// tarball with a kernel (.tar, .tar.gz, .tar.xz or .tar.zst), told apart by their bytes
+    #[arg(long, value_name = "BASE.img")]
     pub base: PathBuf,
     /// Expected sha256 of the base file; checked before anything is written. For bases
     /// without a signed checksum list (the Debian test base); else use --base-sums
@@ -41,9 +44,10 @@ pub struct ImageArgs {
     /// Output format; qcow2 is written uncompressed because providers reject compressed ones
     #[arg(long, value_enum, default_value = "qcow2")]
     pub format: Format,
-    /// Disk size (K, M, G, T binary units)
-    #[arg(long, default_value = "3G", value_parser = parse_size)]
-    pub size: u64,
+    /// Disk size (K, M, G, T binary units). A base disk keeps its own size unless this is
+    /// larger (or the overlay needs room); a root tarball's disk is 3G unless given
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u64>,
     /// Clamp for file mtimes and the time mke2fs records
     #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = DEFAULT_SOURCE_DATE_EPOCH as i64)]
     pub source_date_epoch: i64,

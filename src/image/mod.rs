@@ -25,6 +25,7 @@
 //! mke2fs gets a private config, a fixed hash seed and `E2FSPROGS_FAKE_TIME`, and the inode
 //! ctimes that mke2fs 1.47.0 copies from the extracted tree are rewritten by [`ext4`].
 
+pub mod base_disk;
 pub mod cli;
 pub mod disk;
 pub mod ext4;
@@ -47,6 +48,9 @@ pub const ROOT_LABEL: &str = "cloudimg-rootfs";
 /// sectors 1..2047 free for GRUB's core image.
 pub const PARTITION_START_SECTOR: u64 = 2048;
 
+/// Size of the disk made from a root tarball when `--size` is not given.
+pub const DEFAULT_TARBALL_DISK_SIZE: u64 = 3 << 30;
+
 /// Output container format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -68,8 +72,10 @@ pub struct ImageOptions {
     /// Output file; replaced atomically.
     pub out: PathBuf,
     pub format: Format,
-    /// Disk size in bytes (whole disk, partition table included).
-    pub size: u64,
+    /// Disk size in bytes (whole disk, partition table included). A root tarball's disk is
+    /// made this size ([`DEFAULT_TARBALL_DISK_SIZE`] if unset); a base disk keeps its own size
+    /// unless this is larger, or the overlay needs more room.
+    pub size: Option<u64>,
     /// Clamp for every mtime in the image and the time mke2fs records.
     pub source_date_epoch: i64,
 }
@@ -182,9 +188,29 @@ pub enum ImageError {
         reason: String,
     },
     #[error(
-        "base {0}: no /boot/vmlinuz-* with a matching /boot/initrd.img-*: the base must ship a kernel and initrd (linux-image-* package)"
+        "base {0}: a root tarball with no kernel (no /boot/vmlinuz-* with its /boot/initrd.img-*)\n  \
+         Ubuntu's …-cloudimg-amd64-root.tar.xz and .squashfs are made this way: its build removes linux-* and grub-* before packing them, \
+         so they cannot boot on their own\n  \
+         fix: pass the disk image from the same directory, listed in the same SHA256SUMS: \
+         --base ubuntu-22.04-server-cloudimg-amd64.img (or a root tarball whose base has a linux-image-* package)"
     )]
     NoKernel(PathBuf),
+    #[error(
+        "base disk: {count} partitions hold an ext4 filesystem labelled `{label}` (partitions: {seen})\n  \
+         fix: pass Ubuntu's cloud image disk as published (…-cloudimg-amd64.img): its root filesystem is the one labelled `{label}`"
+    )]
+    RootPartition {
+        label: String,
+        count: usize,
+        seen: String,
+    },
+    #[error(
+        "base disk: partition {after} lies after the root partition {number}, so the root cannot grow over the end of the disk\n  \
+         fix: use a base whose root partition is last (Ubuntu's is), or free room in its root filesystem"
+    )]
+    NoRoomToGrow { number: u32, after: u32 },
+    #[error("overlay entry {entry}: {reason}")]
+    Overlay { entry: String, reason: String },
     #[error(
         "base {0}: no /usr/lib/grub/i386-pc (boot.img, kernel.img, *.mod): install grub-pc-bin (Debian) or grub-pc (Ubuntu) in the base"
     )]
@@ -303,10 +329,40 @@ pub(crate) fn uuid_string(b: &[u8; 16]) -> String {
     )
 }
 
+/// What kind of base was given, told by its bytes rather than its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseKind {
+    /// A disk image (qcow2, or raw with a partition table): its boot chain is kept.
+    Disk,
+    /// A root filesystem tarball: the disk and its boot chain are made here.
+    Tarball,
+}
+
+impl BaseKind {
+    pub fn detect(path: &Path) -> Result<BaseKind, ImageError> {
+        let mut head = Vec::with_capacity(520);
+        File::open(path)
+            .map_err(ImageError::io(path))?
+            .take(520)
+            .read_to_end(&mut head)
+            .map_err(ImageError::io(path))?;
+        let qcow2 = head.starts_with(b"QFI\xfb");
+        let gpt = head.get(512..520) == Some(b"EFI PART".as_slice());
+        let tar = head.get(257..262) == Some(b"ustar".as_slice());
+        let mbr = !tar && head.get(510..512) == Some([0x55, 0xaa].as_slice());
+        Ok(if qcow2 || gpt || mbr {
+            BaseKind::Disk
+        } else {
+            BaseKind::Tarball
+        })
+    }
+}
+
 /// Builds the image. See the module documentation for the steps.
 pub fn build(opts: &ImageOptions) -> Result<ImageReport, ImageError> {
     let start = Instant::now();
-    let (base_sha, overlay_sha) = check_inputs(opts, start)?;
+    let kind = BaseKind::detect(&opts.base)?;
+    let (base_sha, overlay_sha) = check_inputs(opts, kind, start)?;
     let out_dir = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -316,24 +372,20 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport, ImageError> {
         .prefix(".mailbake-image-")
         .tempdir_in(&out_dir)
         .map_err(ImageError::io(&out_dir))?;
-    let tree = work.path().join("root");
-
-    let sde = opts.source_date_epoch;
-    let boot = merge_tree(opts, &tree, start)?;
-
-    let raw = work.path().join("disk.raw");
-    let ids = disk::Ids {
-        fs_uuid: derive_id(&base_sha, &overlay_sha, "fs-uuid"),
-        hash_seed: derive_id(&base_sha, &overlay_sha, "hash-seed"),
-        disk_id: {
-            let d = derive_id(&base_sha, &overlay_sha, "mbr-id");
-            u32::from_le_bytes([d[0], d[1], d[2], d[3]])
-        },
+    let (raw, kernel) = match kind {
+        BaseKind::Disk => {
+            let b = base_disk::build(
+                &opts.base,
+                &opts.overlay,
+                work.path(),
+                opts.size,
+                opts.source_date_epoch,
+                start,
+            )?;
+            (b.raw, b.kernel)
+        }
+        BaseKind::Tarball => disk_from_tarball(opts, work.path(), &base_sha, &overlay_sha, start)?,
     };
-    disk::build_raw(&tree, &raw, opts.size, ROOT_LABEL, &ids, sde, start)?;
-    // The tree is no longer needed; free its space before the conversion copies the disk.
-    std::fs::remove_dir_all(&tree).map_err(ImageError::io(&tree))?;
-
     let staged = match opts.format {
         Format::Raw => raw,
         Format::Qcow2 => to_qcow2(&raw, start)?,
@@ -349,14 +401,46 @@ pub fn build(opts: &ImageOptions) -> Result<ImageReport, ImageError> {
         size,
         sha256,
         elapsed: start.elapsed(),
-        kernel: boot.kernel,
+        kernel,
     })
 }
 
-/// Checks the base against its pinned digest, then that we are root (extraction records real
-/// owners and makes device nodes); returns the digests of the base and the overlay, from
+/// A root tarball's disk: base and overlay merged into a tree, made into an MBR disk with one
+/// ext4 partition and GRUB for BIOS. Returns the raw disk and the kernel it boots.
+fn disk_from_tarball(
+    opts: &ImageOptions,
+    work: &Path,
+    base_sha: &str,
+    overlay_sha: &str,
+    start: Instant,
+) -> Result<(PathBuf, String), ImageError> {
+    let tree = work.join("root");
+    let sde = opts.source_date_epoch;
+    let boot = merge_tree(opts, &tree, start)?;
+    let raw = work.join("disk.raw");
+    let ids = disk::Ids {
+        fs_uuid: derive_id(base_sha, overlay_sha, "fs-uuid"),
+        hash_seed: derive_id(base_sha, overlay_sha, "hash-seed"),
+        disk_id: {
+            let d = derive_id(base_sha, overlay_sha, "mbr-id");
+            u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+        },
+    };
+    let size = opts.size.unwrap_or(DEFAULT_TARBALL_DISK_SIZE);
+    disk::build_raw(&tree, &raw, size, ROOT_LABEL, &ids, sde, start)?;
+    // The tree is no longer needed; free its space before the conversion copies the disk.
+    std::fs::remove_dir_all(&tree).map_err(ImageError::io(&tree))?;
+    Ok((raw, boot.kernel))
+}
+
+/// Checks the base against its pinned digest, then, for a root tarball, that we are root
+/// (extraction records real owners and makes device nodes); returns the digests of the base and the overlay, from
 /// which the image's identifiers are derived.
-fn check_inputs(opts: &ImageOptions, start: Instant) -> Result<(String, String), ImageError> {
+fn check_inputs(
+    opts: &ImageOptions,
+    kind: BaseKind,
+    start: Instant,
+) -> Result<(String, String), ImageError> {
     let expected = match &opts.base_pin {
         BasePin::Sha256(hex) => {
             let expected = hex.trim().to_ascii_lowercase();
@@ -397,10 +481,11 @@ fn check_inputs(opts: &ImageOptions, start: Instant) -> Result<(String, String),
             },
         });
     }
-    // Checked after the digest so a wrong pin is reported even when not root.
+    // Checked after the digest so a wrong pin is reported even when not root. A base disk is
+    // changed inside its own filesystem by e2fsprogs, which needs no privilege.
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
+    if kind == BaseKind::Tarball && euid != 0 {
         return Err(ImageError::NotRoot(euid));
     }
     let overlay_sha = digest(&opts.overlay)?;

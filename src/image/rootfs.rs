@@ -79,13 +79,13 @@ pub fn detect_compression(path: &Path) -> Result<Compression, ImageError> {
 
 /// A decompressing reader. xz and zstd go through the `xz`/`zstd` tools (installed with the
 /// rest of the host tools) rather than more crates; their exit status is checked at the end.
-struct Input {
-    reader: Box<dyn Read>,
+pub(crate) struct Input {
+    pub(crate) reader: Box<dyn Read>,
     child: Option<(Child, &'static str)>,
 }
 
 impl Input {
-    fn open(path: &Path) -> Result<Input, ImageError> {
+    pub(crate) fn open(path: &Path) -> Result<Input, ImageError> {
         let comp = detect_compression(path)?;
         let file = File::open(path).map_err(ImageError::io(path))?;
         let tool = match comp {
@@ -127,7 +127,7 @@ impl Input {
         })
     }
 
-    fn finish(self, path: &Path) -> Result<(), ImageError> {
+    pub(crate) fn finish(self, path: &Path) -> Result<(), ImageError> {
         drop(self.reader);
         if let Some((mut child, tool)) = self.child {
             let status = child.wait().map_err(ImageError::io(path))?;
