@@ -35,10 +35,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use mailbake::boot::DiskCache;
+use mailbake::boot::{DiskCache, Firmware};
 use mailbake::site::DkimAlgorithm;
 use serde_json::Value;
-use testkit::guest::{GuestOptions, build_image, writable_layer};
+use testkit::guest::{GuestOptions, Machine, build_image, writable_layer};
 use testkit::internet::{Internet, SENDER_SELECTOR, Verdicts, site_dns};
 use testkit::site::{FQDN, TestSite, hosts_yaml};
 use testkit::tls_scan::testssl;
@@ -176,7 +176,9 @@ fn mail_flows_through_a_booted_image_on_the_test_network() {
     phases.run("testssl on 25, 587 and 465", || tls_quality(&t));
     live_checks::phases(&mut phases, &t);
     let queued = phases.run("reboot keeps queue and secrets", || reboot(&t));
-    phases.run("a changed seed is applied", || reseed(&mut t, &queued));
+    phases.run("a changed seed is applied, booting through UEFI", || {
+        reseed(&mut t, &queued)
+    });
     // These end the guest's life: a power cut last.
     durability::phases(&mut phases, &mut t);
     phases.summary();
@@ -258,7 +260,8 @@ fn internet(tmp: &Path, out: &Path) -> (TestNet, Internet) {
 }
 
 fn first_boot(net: &TestNet, site: &TestSite, out: &Path, disk: &Path, tmp: &Path) -> Guest {
-    let mut guest = Guest::boot(
+    // As Contabo boots it: SeaBIOS, the disk on virtio-scsi.
+    let mut guest = Guest::boot_on(
         net,
         &GuestOptions {
             disk,
@@ -267,10 +270,11 @@ fn first_boot(net: &TestNet, site: &TestSite, out: &Path, disk: &Path, tmp: &Pat
             serial_log: tmp.join("serial-1.log"),
             journal_units: &UNITS,
         },
+        Machine::contabo(),
     );
     let to_smtp = guest.wait_for_smtp(Duration::from_secs(600));
     eprintln!(
-        "qemu: boot to SMTP banner under TCG: {:.0} s",
+        "qemu: first boot to SMTP banner under TCG, SeaBIOS, virtio-scsi: {:.0} s",
         to_smtp.as_secs_f64()
     );
     guest.wait_booted();
@@ -535,6 +539,25 @@ fn inside(t: &MailFlow) {
         "active"
     );
     boots_only_what_the_image_needs(g);
+    keeps_the_bases_own_files(g);
+}
+
+/// The image stage wrote the overlay into the base's own filesystem and kept the rest: the
+/// base's file capability survived (an extended attribute), and the base's ESP is there and
+/// mounted where its fstab says.
+fn keeps_the_bases_own_files(g: &testkit::guest::Guest) {
+    let caps = g.ssh("/usr/sbin/getcap /usr/bin/ping");
+    assert!(
+        caps.contains("cap_net_raw"),
+        "the base's /usr/bin/ping lost its capability: {caps:?}"
+    );
+    let efi = g.ssh("findmnt -n -o SOURCE,FSTYPE,LABEL /boot/efi || true");
+    assert!(
+        efi.contains("vfat") && efi.contains("UEFI"),
+        "/boot/efi is not the base's ESP (vfat, label UEFI): {efi:?}\n{}",
+        g.ssh("cat /etc/fstab")
+    );
+    eprintln!("inside: {}; /boot/efi: {}", caps.trim(), efi.trim());
 }
 
 /// The overlay's boot-time trims took effect on the real first boot: cloud-init ran its short
@@ -659,9 +682,14 @@ fn reseed(t: &mut MailFlow, queue_before: &str) {
         "a changed seed has a new instance-id"
     );
     t.seed = out2.join("hosts/mx1/seed.img");
+    // The same disk through UEFI (OVMF): the base's own EFI GRUB in its ESP boots it too.
     // This guest's life ends in a power cut (the durability phases): its disk must honour
     // the guest's flushes from now on.
-    t.guest = boot_again(t, "serial-3.log");
+    t.guest = boot_again(t, "serial-3.log", Firmware::Uefi);
+    let efi = t
+        .guest
+        .ssh("test -d /sys/firmware/efi && echo uefi || echo bios");
+    assert_eq!(efi.trim(), "uefi", "the guest booted through UEFI");
     let applied = t
         .guest
         .ssh("sudo journalctl -b -u mailbake-apply-seed.service --no-pager -o cat");
@@ -684,11 +712,11 @@ fn reseed(t: &mut MailFlow, queue_before: &str) {
     );
 }
 
-/// Boots the test's disk again with the current seed, its cache honouring flushes
-/// ([`DiskCache::Writeback`]), serial console into `serial_log`; returns once the boot is
-/// finished and SMTP answers.
-fn boot_again(t: &MailFlow, serial_log: &str) -> Guest {
-    let mut guest = Guest::boot_with_cache(
+/// Boots the test's disk again with the current seed through `firmware`, on virtio-scsi, its
+/// cache honouring flushes ([`DiskCache::Writeback`]), serial console into `serial_log`;
+/// returns once the boot is finished and SMTP answers.
+fn boot_again(t: &MailFlow, serial_log: &str, firmware: Firmware) -> Guest {
+    let mut guest = Guest::boot_on(
         &t.net,
         &GuestOptions {
             disk: &t.disk,
@@ -697,9 +725,17 @@ fn boot_again(t: &MailFlow, serial_log: &str) -> Guest {
             serial_log: t.tmp.join(serial_log),
             journal_units: &UNITS,
         },
-        DiskCache::Writeback,
+        Machine {
+            cache: DiskCache::Writeback,
+            firmware,
+            ..Machine::contabo()
+        },
     );
-    guest.wait_for_smtp(Duration::from_secs(600));
+    let to_smtp = guest.wait_for_smtp(Duration::from_secs(600));
+    eprintln!(
+        "qemu: boot to SMTP banner under TCG, {firmware:?}, virtio-scsi: {:.0} s",
+        to_smtp.as_secs_f64()
+    );
     guest.wait_booted();
     guest
 }

@@ -8,70 +8,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use testkit::run;
+use testkit::signing::Signer;
 
 /// The base's published name: the list is searched by it.
 const BASE_NAME: &str = "ubuntu-22.04-server-cloudimg-amd64-root.tar.xz";
-
-/// A private GnuPG home with one fresh signing key; its agent is stopped on drop.
-struct Signer {
-    home: tempfile::TempDir,
-}
-
-impl Signer {
-    fn new(name: &str) -> Signer {
-        let home = tempfile::tempdir().unwrap();
-        let me = Signer { home };
-        run(me
-            .gpg()
-            .args([
-                "--quick-gen-key",
-                &format!("{name} <{name}@example.invalid>"),
-            ])
-            .args(["ed25519", "sign", "never"]));
-        me
-    }
-
-    fn gpg(&self) -> Command {
-        let mut cmd = Command::new("gpg");
-        cmd.env("GNUPGHOME", self.home.path()).args([
-            "--batch",
-            "--pinentry-mode",
-            "loopback",
-            "--passphrase",
-            "",
-        ]);
-        cmd
-    }
-
-    /// The public key as a binary keyring, as Debian ships `ubuntu-cloudimage-keyring.gpg`.
-    fn keyring(&self, to: &Path) -> PathBuf {
-        // Into the file: `run` returns stdout as text, which would mangle the key.
-        run(self.gpg().arg("--output").arg(to).arg("--export"));
-        assert!(fs::metadata(to).unwrap().len() > 0, "gpg exported no key");
-        to.to_path_buf()
-    }
-
-    /// An armored detached signature of `file`, as Ubuntu's `SHA256SUMS.gpg`.
-    fn sign(&self, file: &Path) -> PathBuf {
-        let sig = file.with_extension("gpg");
-        run(self
-            .gpg()
-            .args(["--armor", "--detach-sign", "--output"])
-            .arg(&sig)
-            .arg(file));
-        sig
-    }
-}
-
-impl Drop for Signer {
-    fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .status();
-    }
-}
 
 /// A stand-in base (the check reads only its bytes), a signer and its keyring.
 struct Setup {

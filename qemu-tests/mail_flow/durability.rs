@@ -20,6 +20,8 @@ use testkit::Phases;
 use testkit::burst::{Attempt, Burst, Next, Tally};
 use testkit::topology::GUEST4;
 
+use mailbake::boot::Firmware;
+
 use super::{MailFlow, PASSWORD, TO4, boot_again};
 
 /// Messages per burst (issue 11: at least 20).
@@ -216,7 +218,7 @@ fn power_cut(t: &mut MailFlow) {
     all_accepted("before the power cut", &attempts);
     // The receiver first, so that the first delivery attempt of the new boot finds it.
     testkit::ok(t.internet.receiver.resume());
-    t.guest = boot_again(t, "serial-4.log");
+    t.guest = boot_again(t, "serial-4.log", Firmware::Bios);
     let journal = t
         .guest
         .ssh("sudo journalctl -b -u chasquid.service --no-pager -o cat");

@@ -381,14 +381,7 @@ pub fn build(
             ),
         );
         let new_size = partitions::grow_last(&raw, &parts, &root, extra)?;
-        run_tool(
-            Command::new("resize2fs")
-                .env("E2FSPROGS_FAKE_TIME", sde.to_string())
-                .arg("-f")
-                .arg(format!("{}?offset={}", raw.display(), root.start))
-                .arg(format!("{}K", new_size / 1024)),
-            "install e2fsprogs (resize2fs)",
-        )?;
+        grow_filesystem(&raw, root.start, new_size, work, sde)?;
     }
     let room = space(&raw, root.start)?;
     if room.free_inodes < inodes {
@@ -416,6 +409,47 @@ pub fn build(
         ),
     );
     Ok(Built { raw, kernel })
+}
+
+/// Grows the filesystem at `offset` of `disk` to `size` bytes.
+///
+/// resize2fs is run on a copy of the filesystem in a file of its own, not at the offset: when
+/// its device is a regular file, it sets that file's length to the filesystem's size, which
+/// inside a disk would cut off the filesystem's last `offset` bytes and the backup GPT.
+fn grow_filesystem(
+    disk: &Path,
+    offset: u64,
+    size: u64,
+    work: &Path,
+    sde: i64,
+) -> Result<(), ImageError> {
+    let part = work.join("root.ext4");
+    {
+        let mut from = File::open(disk).map_err(ImageError::io(disk))?;
+        from.seek(SeekFrom::Start(offset))
+            .map_err(ImageError::io(disk))?;
+        let mut to = File::create(&part).map_err(ImageError::io(&part))?;
+        std::io::copy(&mut from.take(size), &mut to).map_err(ImageError::io(&part))?;
+        to.set_len(size).map_err(ImageError::io(&part))?;
+    }
+    run_tool(
+        Command::new("resize2fs")
+            .env("E2FSPROGS_FAKE_TIME", sde.to_string())
+            .arg("-f")
+            .arg(&part)
+            .arg(format!("{}K", size / 1024)),
+        "install e2fsprogs (resize2fs)",
+    )?;
+    let mut from = File::open(&part).map_err(ImageError::io(&part))?;
+    let mut to = File::options()
+        .write(true)
+        .open(disk)
+        .map_err(ImageError::io(disk))?;
+    to.seek(SeekFrom::Start(offset))
+        .map_err(ImageError::io(disk))?;
+    std::io::copy(&mut from, &mut to).map_err(ImageError::io(disk))?;
+    drop(from);
+    fs::remove_file(&part).map_err(ImageError::io(&part))
 }
 
 /// Reads every overlay entry back from the finished filesystem: the same kind, mode, owner and

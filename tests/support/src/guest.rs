@@ -2,8 +2,10 @@
 //! bridge, with no user network, configured only by its seed; SSH and probes reach it at the
 //! site's address from inside the namespace.
 //!
-//! Also the steps every boot test takes before booting: the cached Debian 12 test base, the
-//! disk image `mailbake image` makes from it, and a writable layer over that image.
+//! Also the steps every boot test takes before booting: the cached stand-in for Ubuntu's cloud
+//! image disk (the Debian 12 test base laid out as Ubuntu's `.img`), its `SHA256SUMS` signed by
+//! a throw-away key, the disk image `mailbake image` makes from them as an operator would, and
+//! a writable layer over that image.
 
 use std::fs;
 use std::io::Write as _;
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use mailbake::boot::{DiskCache, Network, Vm, VmOptions};
+use mailbake::boot::{DiskBus, DiskCache, Firmware, Network, Vm, VmOptions};
 
 use crate::netns::Netns;
 use crate::topology::GUEST4;
@@ -30,6 +32,24 @@ pub struct GuestOptions<'a> {
     pub serial_log: PathBuf,
     /// Units whose journal is shown as evidence when something fails.
     pub journal_units: &'a [&'a str],
+}
+
+/// The virtual machine a [`Guest`] boots on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Machine {
+    pub cache: DiskCache,
+    pub firmware: Firmware,
+    pub disk_bus: DiskBus,
+}
+
+impl Machine {
+    /// As Contabo's VPS: SeaBIOS, the disk on virtio-scsi.
+    pub fn contabo() -> Machine {
+        Machine {
+            disk_bus: DiskBus::Scsi,
+            ..Machine::default()
+        }
+    }
 }
 
 /// What a failing phase shows about the guest: cheap to clone, usable while the guest itself
@@ -88,6 +108,18 @@ impl Guest {
     /// guest that will lose its power ([`Guest::power_cut`]), so that what it flushed is on
     /// the disk when it boots again.
     pub fn boot_with_cache(net: &Netns, opts: &GuestOptions, cache: DiskCache) -> Guest {
+        Guest::boot_on(
+            net,
+            opts,
+            Machine {
+                cache,
+                ..Machine::default()
+            },
+        )
+    }
+
+    /// [`Guest::boot`] on the given [`Machine`]: firmware, disk bus and disk cache.
+    pub fn boot_on(net: &Netns, opts: &GuestOptions, machine: Machine) -> Guest {
         if net.ip(&["link", "show", TAP]).is_err() {
             net.add_tap(TAP)
                 .unwrap_or_else(|e| panic!("cannot add the guest's tap: {e}"));
@@ -101,7 +133,9 @@ impl Guest {
         vm_opts.snapshot = false;
         vm_opts.network = Network::Tap { ifname: TAP.into() };
         vm_opts.netns = Some(net.name().to_string());
-        vm_opts.disk_cache = cache;
+        vm_opts.disk_cache = machine.cache;
+        vm_opts.firmware = machine.firmware;
+        vm_opts.disk_bus = machine.disk_bus;
         let vm = Vm::start(&vm_opts).unwrap_or_else(|e| panic!("QEMU does not start: {e}"));
         Guest {
             vm,
@@ -288,29 +322,53 @@ fn ssh_command(net: &Netns, key: &Path, command: &str, limit: u32) -> Command {
     cmd
 }
 
-/// Builds (or reuses) the cached Debian 12 test base; returns its path.
+/// Builds (or reuses) the cached Debian 12 test base tarball; returns its path.
 pub fn base_tarball() -> PathBuf {
     let out = run(Command::new("bash").arg(crate::repo().join("qemu-tests/base/build.sh")));
     PathBuf::from(out.trim())
 }
 
-/// `mailbake image` of `overlay` on the test base into `image` (qcow2).
+/// The stand-in for Ubuntu's cloud image disk (`qemu-tests/base/build-img.sh`, cached), as an
+/// operator downloads it: the `.img` and, beside it, the unsigned `SHA256SUMS` that lists it.
+pub fn base_disk() -> (PathBuf, PathBuf) {
+    let out = run(Command::new("bash").arg(crate::repo().join("qemu-tests/base/build-img.sh")));
+    let img = PathBuf::from(out.lines().last().unwrap_or_default().trim());
+    let sums = img.with_file_name("SHA256SUMS");
+    assert!(
+        img.is_file() && sums.is_file(),
+        "build-img.sh gave no disk and SHA256SUMS: {out}"
+    );
+    (img, sums)
+}
+
+/// `mailbake image` of `overlay` into `image` (qcow2) as the production command runs it: on
+/// the stand-in disk, its digest taken from a `SHA256SUMS` whose signature gpgv checks (here
+/// made by a throw-away key, as `tests/signed_base.rs` does).
 pub fn build_image(overlay: &Path, image: &Path) {
-    let base = base_tarball();
-    let digest = mailbake::image::digest(&base)
-        .unwrap_or_else(|e| panic!("digest of {}: {e}", base.display()));
+    let (base, sums) = base_disk();
+    let keys = tempfile::tempdir().expect("a temp dir for the signature");
+    let signer = crate::signing::Signer::new("image-signing");
+    let keyring = signer.keyring(&keys.path().join("keyring.gpg"));
+    let list = keys.path().join("SHA256SUMS");
+    fs::copy(&sums, &list).expect("copy SHA256SUMS");
+    let signature = signer.sign(&list);
     let t = Instant::now();
-    mailbake(&[
-        "image",
-        "--base",
-        &base.display().to_string(),
-        "--base-sha256",
-        &digest,
-        "--overlay",
-        &overlay.display().to_string(),
-        "--out",
-        &image.display().to_string(),
-    ]);
+    let args: Vec<String> = vec![
+        "image".into(),
+        "--base".into(),
+        base.display().to_string(),
+        "--base-sums".into(),
+        list.display().to_string(),
+        "--base-sums-sig".into(),
+        signature.display().to_string(),
+        "--keyring".into(),
+        keyring.display().to_string(),
+        "--overlay".into(),
+        overlay.display().to_string(),
+        "--out".into(),
+        image.display().to_string(),
+    ];
+    mailbake(&args.iter().map(String::as_str).collect::<Vec<_>>());
     eprintln!(
         "image: built in {:.0} s, {} bytes",
         t.elapsed().as_secs_f64(),

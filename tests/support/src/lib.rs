@@ -60,6 +60,7 @@ pub mod pebble;
 pub mod phases;
 pub mod probe;
 pub mod receiver;
+pub mod signing;
 pub mod site;
 pub mod tls_scan;
 pub mod topology;
