@@ -65,9 +65,8 @@ include=$(IFS=,; printf '%s' "${packages[*]}")
 #   - remove state that must be unique per machine: SSH host keys (cloud-init regenerates them
 #     on first boot), machine-id (systemd creates it on first boot), apt's lists.
 #   - drop mmdebstrap's own apt options so the image's apt behaves like a normal system.
-#   - generate en_US.UTF-8 and make it the default, as Ubuntu's image has it: Debian's
-#     locale-gen takes no locale argument, so cloud-init's locale module fails on a base
-#     where it would have to generate one.
+#   - LANG=C.UTF-8, Ubuntu's cloud image default (glibc has C.UTF-8 built in, so nothing is
+#     generated).
 #   - a provider-style sysctl file that turns IPv6 off, so the tests prove the overlay's
 #     sysctl settings turn it back on (walkthrough step 3).
 mmdebstrap \
@@ -83,7 +82,7 @@ mmdebstrap \
     --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
     --customize-hook=': > "$1/etc/machine-id"; rm -f "$1/var/lib/dbus/machine-id"' \
     --customize-hook='printf "%s\n" localhost > "$1/etc/hostname"' \
-    --customize-hook='sed -i "s/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/" "$1/etc/locale.gen" && chroot "$1" locale-gen >/dev/null && printf "%s\n" LANG=en_US.UTF-8 > "$1/etc/default/locale"' \
+    --customize-hook='printf "%s\n" LANG=C.UTF-8 > "$1/etc/default/locale"' \
     --customize-hook='printf "%s\n" "# Like some VPS providers images: IPv6 off. The overlay must turn it back on." "net.ipv6.conf.all.disable_ipv6 = 1" "net.ipv6.conf.default.disable_ipv6 = 1" > "$1/etc/sysctl.d/50-provider-ipv6-off.conf"' \
     --customize-hook='rm -f "$1/etc/apt/apt.conf.d/99mmdebstrap"; rm -rf "$1"/var/lib/apt/lists/*' \
     "$suite" "$tmp" ${mirror:+"deb $mirror $suite main"} >&2

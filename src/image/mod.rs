@@ -1,29 +1,24 @@
-//! The `image` stage: base root tarball (pinned by digest) ⊕ overlay tarball ⇒ a BIOS-bootable
-//! disk (MBR, one ext4 partition, GRUB) as raw or qcow2.
+//! The `image` stage: a pinned base ⊕ the overlay tarball ⇒ a bootable disk, raw or qcow2.
 //!
-//! Pipeline, each step a function of its inputs only:
-//! 1. [`digest`] the base and compare with the pinned digest *before* anything is written
-//!    (given, or read from a checksum list whose signature [`signed_sums`] verifies first);
-//! 2. [`rootfs`]: extract base then overlay into one tree (overlay wins), add `/etc/fstab`, GRUB's
-//!    config and modules, and fix every timestamp;
-//! 3. [`disk`]: MBR + ext4 written straight into the partition by `mke2fs -d`, inode times
-//!    normalised by [`ext4`], GRUB boot sector and core image written by hand (no loop device,
-//!    mount or grub-install, so it runs unprivileged of devices and in containers);
-//! 4. `qemu-img convert` to uncompressed qcow2 (the VPS provider rejects compressed qcow2).
+//! The base is told apart by its bytes ([`BaseKind`]):
+//! - **a disk image** (Ubuntu's `…-cloudimg-amd64.img`, the production base): its partition
+//!   table, boot loaders and files are kept and the overlay is written into its root
+//!   filesystem in place, with no root, loop device or mount ([`base_disk`]);
+//! - **a root tarball with a kernel** (a Debian root by mmdebstrap): unpacked with the overlay
+//!   into a tree ([`rootfs`], as root), made into an MBR disk with one ext4 partition and
+//!   mailbake's own GRUB for BIOS ([`disk`], [`ext4`]). A tarball without a kernel, such as
+//!   Ubuntu's `-root.tar.xz` (livecd-rootfs purges linux-* and grub-* before packing it), is
+//!   refused with the `.img` to use.
 //!
-//! Everything happens in a temp dir next to the output, renamed into place only on success.
-//!
-//! Same code for both bases. What differs between the Debian 12 test base
-//! (qemu-tests/base/build.sh) and Ubuntu 22.04's `…-root.tar.xz`: compression (plain vs xz,
-//! detected by magic), kernel flavour (`vmlinuz-6.1.0-*-cloud-amd64` vs `vmlinuz-5.15.0-*-generic`;
-//! the newest with an initrd is chosen, and a base without `/boot/initrd.img-*` is refused), the
-//! GRUB package that ships `/usr/lib/grub/i386-pc` (grub-pc-bin vs grub-pc). The root label is
-//! Ubuntu's own `cloudimg-rootfs`, so Ubuntu's fstab and ours agree.
+//! Either way: [`digest`] the base and compare with the pinned digest *before* anything is
+//! written (given, or read from a checksum list whose signature [`signed_sums`] verifies
+//! first); work in a temp dir next to the output, `qemu-img convert` to uncompressed qcow2 (the
+//! VPS provider rejects compressed qcow2), rename into place only on success.
 //!
 //! Reproducibility: identical inputs give identical bytes (checked by tests/image.rs across
-//! umask, TZ, directory and wall-clock time). Identifiers are derived from the input digests,
-//! mke2fs gets a private config, a fixed hash seed and `E2FSPROGS_FAKE_TIME`, and the inode
-//! ctimes that mke2fs 1.47.0 copies from the extracted tree are rewritten by [`ext4`].
+//! umask, TZ, user, directory and wall-clock time). On the disk path e2fsprogs' own times are
+//! pinned with `E2FSPROGS_FAKE_TIME`; on the tarball path identifiers derive from the input
+//! digests and the inode ctimes mke2fs 1.47.0 copies from the tree are rewritten by [`ext4`].
 
 pub mod base_disk;
 pub mod cli;
