@@ -357,6 +357,8 @@ fn make_disk_overlay(path: &Path) {
         0o600,
         b"below a symlink\n",
     );
+    // A new name at the root of the filesystem.
+    add_symlink(&mut b, "mailbake-test", "usr/lib/mailbake-test");
     b.finish().expect("finish overlay");
 }
 
@@ -513,6 +515,11 @@ fn a_base_disk_keeps_its_boot_chain_and_files_takes_the_overlay_and_needs_no_roo
     // stays a symlink), with their owners and modes.
     assert!(debugfs(&a, a_off, "cat /etc/motd").contains(MOTD_MARKER));
     assert!(debugfs(&a, a_off, "stat /lib").contains("Type: symlink"));
+    assert!(
+        debugfs(&a, a_off, "stat /mailbake-test")
+            .contains("Fast link dest: \"usr/lib/mailbake-test\""),
+        "the new symlink at the root is missing"
+    );
     let marker = debugfs(&a, a_off, "stat /usr/lib/mailbake-test/marker");
     assert!(marker.contains("Mode:  0600"), "{marker}");
     assert!(

@@ -21,16 +21,39 @@ pub fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// A path's directory and last name: `/a/b` gives `/a` and `b`, `/a` gives `/` and `a`.
+fn split(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(0) => ("/", &path[1..]),
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("/", path),
+    }
+}
+
 /// The debugfs script for `ops`; payload `n` is the file `payloads/n` (a plain name, run from
 /// the work directory).
+///
+/// Every command that creates or removes a name runs in that name's directory (`cd`, then the
+/// plain name): debugfs 1.47's `write` links its file into the current directory whatever path
+/// it is given, and `mkdir`, `rm` and `symlink` given `/name` resolve the empty directory part
+/// as the current directory, not `/`.
 pub fn script(ops: &[Op]) -> String {
     let mut s = String::new();
-    for op in ops {
+    let in_dir = |s: &mut String, path: &str, command: &str, rest: &str| {
+        let (dir, name) = split(path);
         // Writing into a String cannot fail.
+        let _ = writeln!(s, "cd {}\n{command} {}{rest}", quote(dir), quote(name));
+    };
+    for op in ops {
         let _ = match op {
-            Op::Mkdir(p) => writeln!(s, "mkdir {}", quote(p)),
-            Op::Remove(p) => writeln!(s, "rm {}", quote(p)),
-            // `write` creates its file in the current directory, by a plain name.
+            Op::Mkdir(p) => {
+                in_dir(&mut s, p, "mkdir", "");
+                Ok(())
+            }
+            Op::Remove(p) => {
+                in_dir(&mut s, p, "rm", "");
+                Ok(())
+            }
             Op::Write { dir, name, payload } => writeln!(
                 s,
                 "cd {}\nwrite payloads/{payload} {}",
@@ -38,7 +61,8 @@ pub fn script(ops: &[Op]) -> String {
                 quote(name)
             ),
             Op::Symlink { path, target } => {
-                writeln!(s, "symlink {} {}", quote(path), quote(target))
+                in_dir(&mut s, path, "symlink", &format!(" {}", quote(target)));
+                Ok(())
             }
             Op::Attrs {
                 path,
@@ -171,6 +195,22 @@ mod tests {
         );
         assert!(s.contains("sif \"/etc/a b/n\"\"q\" mode 0100600\n"), "{s}");
         assert!(s.contains("sif \"/etc/a b/n\"\"q\" crtime @9\n"), "{s}");
+    }
+
+    #[test]
+    fn names_at_the_root_are_made_from_the_root() {
+        let s = script(&[
+            Op::Remove("/lib".into()),
+            Op::Mkdir("/srv".into()),
+            Op::Symlink {
+                path: "/etc/a b".into(),
+                target: "../x".into(),
+            },
+        ]);
+        assert_eq!(
+            s,
+            "cd \"/\"\nrm \"lib\"\ncd \"/\"\nmkdir \"srv\"\ncd \"/etc\"\nsymlink \"a b\" \"../x\"\n"
+        );
     }
 
     #[test]
