@@ -54,7 +54,7 @@ pub struct BootArgs {
     /// Firmware: bios (SeaBIOS, as Contabo's VPS boot) or uefi (OVMF, package ovmf)
     #[arg(long, value_enum, default_value = "bios")]
     pub firmware: Firmware,
-    /// Disk controller: virtio (virtio-blk) or scsi (virtio-scsi, as Contabo attaches disks)
+    /// Disk controller: virtio (virtio-blk) or virtio-scsi (as Contabo attaches disks)
     #[arg(long, value_enum, default_value = "virtio")]
     pub disk_bus: DiskBus,
 }

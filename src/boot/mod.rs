@@ -69,9 +69,9 @@ pub enum DiskBus {
     /// virtio-blk (`/dev/vda` in the guest).
     #[default]
     Virtio,
-    /// virtio-scsi (`/dev/sda`), as Contabo attaches its disks: the image's initrd must
-    /// carry virtio_scsi.
-    Scsi,
+    /// A `scsi-hd` on a virtio-scsi controller (`/dev/sda`), as Contabo attaches its VPS
+    /// disks (their custom-image documentation requires the virtio_scsi driver).
+    VirtioScsi,
 }
 
 /// How QEMU caches the disk image on the host (`-drive cache=`).
@@ -227,7 +227,7 @@ pub struct Vm {
 fn disk_args(opts: &VmOptions, format: &str) -> Vec<String> {
     let bus = match opts.disk_bus {
         DiskBus::Virtio => "virtio",
-        DiskBus::Scsi => "none,id=disk0",
+        DiskBus::VirtioScsi => "none,id=disk0",
     };
     let mut disk = format!(
         "file={},format={format},if={bus},cache={}",
@@ -238,7 +238,7 @@ fn disk_args(opts: &VmOptions, format: &str) -> Vec<String> {
         disk.push_str(",snapshot=on");
     }
     let mut args = vec!["-drive".to_string(), disk];
-    if opts.disk_bus == DiskBus::Scsi {
+    if opts.disk_bus == DiskBus::VirtioScsi {
         args.extend(
             [
                 "-device",

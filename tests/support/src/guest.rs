@@ -46,7 +46,7 @@ impl Machine {
     /// As Contabo's VPS: SeaBIOS, the disk on virtio-scsi.
     pub fn contabo() -> Machine {
         Machine {
-            disk_bus: DiskBus::Scsi,
+            disk_bus: DiskBus::VirtioScsi,
             ..Machine::default()
         }
     }
