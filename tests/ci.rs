@@ -1,6 +1,8 @@
-//! mailbake in CI: the installed binary needs no checkout, and the example CI workflow is a
-//! valid GitHub Actions workflow.
+//! mailbake in CI: README's first command (`./scripts/example`) runs from a clean `out/` and
+//! leaves every artifact with its digest, the installed binary needs no checkout, and the
+//! example CI workflow is a valid GitHub Actions workflow.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -71,12 +73,128 @@ fn an_installed_binary_builds_the_example_with_no_checkout() {
     );
 }
 
+/// README's first command, as a new user runs it: `./scripts/example` in a copy of this
+/// checkout with no `out/`, which runs scripts/setup-host, builds mailbake in release mode,
+/// and bakes the example. Its artifacts are all there: the overlay, mx1's seed, the DNS
+/// records (the table it printed is `dns/records.txt`), each listed in `SHA256SUMS` with the
+/// digest of its bytes, and the disk image, a qcow2 that `qemu-img check` accepts, with its
+/// digest in `example.qcow2.sha256`.
+///
+/// Cheap after the first run: the base is cached (`$MAILBAKE_CACHE`, keyed by digest) and the
+/// release build's dependencies are kept in `<target>/ci-install`, shared with the test above.
+#[test]
+fn readme_example_bakes_every_artifact_from_a_clean_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let checkout = tmp.path().join("checkout");
+    copy_checkout(&testkit::repo(), &checkout);
+    assert!(!checkout.join("out").exists());
+    let started = Instant::now();
+    let out = Command::new("./scripts/example")
+        .current_dir(&checkout)
+        .env("CARGO_TARGET_DIR", install_target_dir())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "./scripts/example failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    eprintln!(
+        "./scripts/example took {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(stderr.contains("setup-host: ready"), "{stderr}");
+
+    let dir = checkout.join("out/example");
+    let sums = fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let listed: BTreeMap<String, String> = sums
+        .lines()
+        .map(|l| {
+            let (digest, name) = l.split_once("  ").expect("sha256sum format");
+            (name.to_string(), digest.to_string())
+        })
+        .collect();
+    for name in [
+        "overlay.tar",
+        "MANIFEST",
+        "hosts/mx1/seed.img",
+        "hosts/mx1/seed/user-data",
+        "hosts/mx1/seed/network-config",
+        "hosts/mx1/seed/meta-data",
+        "dns/records.txt",
+        "dns/records.json",
+        "dns/example.com.zone",
+    ] {
+        assert!(
+            listed.contains_key(name),
+            "{name} is not in SHA256SUMS:\n{sums}"
+        );
+    }
+    let mut on_disk = Vec::new();
+    files_under(&dir, &dir, &mut on_disk);
+    on_disk.retain(|f| f != "SHA256SUMS");
+    assert_eq!(
+        on_disk,
+        listed.keys().cloned().collect::<Vec<_>>(),
+        "SHA256SUMS lists exactly the files of {}",
+        dir.display()
+    );
+    for (name, digest) in &listed {
+        assert_eq!(&sha256_hex(&dir.join(name)), digest, "{name}");
+    }
+    let table = fs::read_to_string(dir.join("dns/records.txt")).unwrap();
+    assert!(table.contains("MX"), "{table}");
+    assert!(
+        stdout.contains(table.trim()),
+        "the table the example printed is not dns/records.txt:\n{stdout}"
+    );
+
+    let image = checkout.join("out/example.qcow2");
+    let info = run(Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&image));
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["format"], "qcow2", "{info}");
+    run(Command::new("qemu-img").arg("check").arg(&image));
+    let line = fs::read_to_string(checkout.join("out/example.qcow2.sha256")).unwrap();
+    assert_eq!(
+        line,
+        format!("{}  example.qcow2\n", sha256_hex(&image)),
+        "out/example.qcow2.sha256"
+    );
+    eprintln!("example artifacts:\n{sums}{line}");
+}
+
+/// Paths of the regular files under `dir`, relative to `root`, sorted.
+fn files_under(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_under(root, &path, out);
+        } else {
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
+        }
+    }
+    out.sort();
+}
+
+fn sha256_hex(path: &Path) -> String {
+    mailbake::fetch::sha256_file(path)
+        .unwrap()
+        .as_str()
+        .to_string()
+}
+
 /// This checkout's files (what git would track, plus changes not yet committed), without
-/// `.git` or a `target/` inside it, copied with their modes and symlinks.
+/// `.git`, a `target/` or an `out/` inside it, copied with their modes and symlinks.
 fn copy_checkout(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
     let tar = format!(
-        "tar --exclude=./.git --exclude=./target -C {} -cf - . | tar -xf - -C {}",
+        "tar --exclude=./.git --exclude=./target --exclude=./out -C {} -cf - . | tar -xf - -C {}",
         shell_quote(from),
         shell_quote(to)
     );

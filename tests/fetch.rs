@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mailbake::fetch::{
-    Cache, CachedDeb, EntryKind, FetchError, Lock, fetch_all, read_payload, read_version,
-    sha256_file,
+    Cache, CachedDeb, EntryKind, FetchError, Lock, Sources, fetch_all, fetch_all_from,
+    read_payload, read_version, sha256_file,
 };
 
 fn repo_lock_path() -> PathBuf {
@@ -363,6 +363,218 @@ fn a_cached_pin_stays_usable_after_its_suite_dropped_it() {
         "trixie's chasquid is listed with its digest: {msg}"
     );
     assert!(dir_is_empty(&empty.path().join("debs")));
+    // It also names both ways to build the same bytes without moving the pin.
+    assert!(
+        msg.contains("MAILBAKE_DEBS=DIR") && msg.contains("`mailbake fetch --debs DIR`"),
+        "names the saved-.debs directory: {msg}"
+    );
+    assert!(
+        msg.contains(
+            "MAILBAKE_DEBIAN_MIRROR=https://snapshot.debian.org/archive/debian/YYYYMMDDTHHMMSSZ"
+        ) && msg.contains("a day trixie still had chasquid"),
+        "names the snapshot archive: {msg}"
+    );
+    assert!(msg.contains("To move the pin"), "{msg}");
+}
+
+/// A machine whose archive dropped the pins builds the same bytes from a directory of saved
+/// .debs: one named as the cache names it, one as apt names it. apt is not run at all, and a
+/// file with other bytes is refused with its path.
+#[test]
+fn saved_debs_serve_pins_the_archive_no_longer_has() {
+    let saved = tempfile::tempdir().expect("tempdir");
+    let primed_debs = primed().dir.path().join("debs");
+    std::fs::copy(
+        primed_debs.join(format!("{CHASQUID_SHA}.deb")),
+        saved
+            .path()
+            .join(format!("chasquid_{CHASQUID_VERSION}_amd64.deb")),
+    )
+    .expect("save chasquid");
+    std::fs::copy(
+        primed_debs.join(format!("{LEGO_SHA}.deb")),
+        saved.path().join(format!("{LEGO_SHA}.deb")),
+    )
+    .expect("save lego");
+    // chasquid pinned where the archive has no such version, and no mirror reachable.
+    let text = format!(
+        "archive:\n  mirror: http://127.0.0.1:9/debian\n{}",
+        std::fs::read_to_string(repo_lock_path()).unwrap()
+    );
+    let lock = Lock::parse(
+        &text.replace("suite: forky", "suite: trixie"),
+        Path::new("t.lock"),
+    )
+    .expect("lock parses");
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let cache = Cache::open(cache_dir.path()).expect("cache");
+    let sources = Sources {
+        saved_debs: Some((saved.path().to_owned(), "test".into())),
+    };
+    let mut progress = Vec::new();
+    let debs = fetch_all_from(&lock, &cache, &sources, &mut progress).expect("saved debs work");
+    let progress = String::from_utf8_lossy(&progress);
+    assert!(!progress.contains("updating"), "apt was asked: {progress}");
+    for (deb, sha) in debs.iter().zip([CHASQUID_SHA, LEGO_SHA]) {
+        assert_eq!(deb.path, cache.deb_path(&deb.package.sha256));
+        assert_eq!(sha256_file(&deb.path).unwrap().as_str(), sha);
+    }
+    assert!(
+        progress.contains(&format!(
+            "verified chasquid {CHASQUID_VERSION} amd64 (from {}",
+            saved
+                .path()
+                .join(format!("chasquid_{CHASQUID_VERSION}_amd64.deb"))
+                .display()
+        )),
+        "{progress}"
+    );
+    assert!(dir_is_empty(&cache_dir.path().join("tmp")));
+
+    // A saved file with other bytes never enters the cache.
+    let bad = saved
+        .path()
+        .join(format!("chasquid_{CHASQUID_VERSION}_amd64.deb"));
+    let mut bytes = std::fs::read(&bad).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&bad, &bytes).unwrap();
+    let fresh_dir = tempfile::tempdir().expect("tempdir");
+    let fresh = Cache::open(fresh_dir.path()).expect("cache");
+    let err = fetch_all_from(&lock, &fresh, &sources, &mut Vec::new()).expect_err("tampered");
+    assert!(
+        matches!(err, FetchError::SavedDebMismatch { .. }),
+        "expected SavedDebMismatch, got {err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&bad.display().to_string()) && msg.contains(CHASQUID_SHA),
+        "{msg}"
+    );
+    assert!(
+        dir_is_empty(&fresh_dir.path().join("debs")),
+        "nothing cached"
+    );
+    assert!(dir_is_empty(&fresh_dir.path().join("tmp")), "no copy left");
+}
+
+/// A snapshot of the archive, served on loopback as snapshot.debian.org lays it out
+/// (`/archive/debian/<timestamp>/`): the real signed InRelease and Packages indexes the
+/// primed cache fetched, and the pinned .debs at their pool paths. apt fetches both pins from
+/// it, signature-checked, and they enter the cache only with the lock's digests.
+#[test]
+fn a_snapshot_archive_serves_the_pins() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let base = "archive/debian/20261207T000000Z";
+    let top = root.path().join(base);
+    let apt = primed().dir.path().join("apt");
+    for state in std::fs::read_dir(&apt).expect("apt dir") {
+        let lists = state.expect("entry").path().join("lists");
+        for entry in std::fs::read_dir(&lists).expect("lists") {
+            let path = entry.expect("entry").path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // <host>_debian_dists_<suite>_InRelease, ..._<component>_binary-<arch>_Packages[.ext]
+            let Some((_, rel)) = name.split_once("_dists_") else {
+                continue;
+            };
+            let (rel, ext) = match rel.rsplit_once('.') {
+                Some((r, e)) if ["lz4", "gz", "xz", "zst"].contains(&e) => (r, Some(e)),
+                _ => (rel, None),
+            };
+            let dest = top.join("dists").join(rel.replace('_', "/"));
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            decompress(&path, ext, &dest);
+        }
+    }
+    let mut pool = Vec::new();
+    for deb in &primed().debs {
+        let filename = pool_filename(&top, &deb.package.name, &deb.package.version);
+        let dest = top.join(&filename);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(&deb.path, &dest).unwrap();
+        pool.push(format!("/{base}/{filename}"));
+    }
+    let server = StaticHttp::serve(root.path());
+    let url = format!("http://{}/{base}", server.addr);
+    let text = format!(
+        "archive:\n  mirror: {url}\n{}",
+        std::fs::read_to_string(repo_lock_path()).unwrap()
+    );
+    let lock = Lock::parse(&text, Path::new("t.lock")).expect("lock parses");
+    let cache_dir = tempfile::tempdir().expect("tempdir");
+    let cache = Cache::open(cache_dir.path()).expect("cache");
+    let mut progress = Vec::new();
+    let debs = fetch_all_from(&lock, &cache, &Sources::default(), &mut progress)
+        .expect("the snapshot serves both pins");
+    let progress = String::from_utf8_lossy(&progress);
+    assert!(
+        progress.contains(&format!("from {url} (the lock's archive.mirror)")),
+        "{progress}"
+    );
+    for (deb, sha) in debs.iter().zip([CHASQUID_SHA, LEGO_SHA]) {
+        assert!(deb.downloaded, "{progress}");
+        assert_eq!(sha256_file(&deb.path).unwrap().as_str(), sha);
+    }
+    let requests = server.requests();
+    for path in &pool {
+        assert!(
+            requests.contains(path),
+            "{path} was not fetched from the snapshot: {requests:?}"
+        );
+    }
+    assert!(
+        requests
+            .iter()
+            .any(|r| r == &format!("/{base}/dists/forky/InRelease")),
+        "{requests:?}"
+    );
+}
+
+/// Writes `from` to `to`, decompressed as apt's `Acquire::GzipIndexes` kept it.
+fn decompress(from: &Path, ext: Option<&str>, to: &Path) {
+    let tool = match ext {
+        None => {
+            std::fs::copy(from, to).unwrap();
+            return;
+        }
+        Some("lz4") => "lz4",
+        Some("gz") => "gzip",
+        Some("xz") => "xz",
+        Some(_) => "zstd",
+    };
+    let out = Command::new(tool)
+        .arg("-dc")
+        .arg(from)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool} (to read apt's kept index {}): {e}", from.display()));
+    assert!(out.status.success(), "{tool} -dc {}", from.display());
+    std::fs::write(to, out.stdout).unwrap();
+}
+
+/// The `Filename:` (pool path) of NAME VERSION in the stand-in's Packages indexes.
+fn pool_filename(top: &Path, name: &str, version: &str) -> String {
+    for suite in std::fs::read_dir(top.join("dists")).unwrap() {
+        let packages = suite.unwrap().path().join("main/binary-amd64/Packages");
+        let Ok(text) = std::fs::read_to_string(&packages) else {
+            continue;
+        };
+        for stanza in text.split("\n\n") {
+            let field = |f: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(f).map(|v| v.trim().to_string()))
+            };
+            if field("Package:").as_deref() == Some(name)
+                && field("Version:").as_deref() == Some(version)
+            {
+                return field("Filename:").unwrap();
+            }
+        }
+    }
+    panic!(
+        "{name} {version} is in no Packages index under {}",
+        top.display()
+    );
 }
 
 #[test]
@@ -441,4 +653,85 @@ fn lego_payload_contains_a_working_binary() {
         text.starts_with("lego version 4.35.2 "),
         "lego --version said: {text}"
     );
+}
+
+/// A static file server on 127.0.0.1 for the stand-in archive: GET and HEAD of files under
+/// its root, 404 otherwise, one request per connection. It records each request's path.
+struct StaticHttp {
+    addr: std::net::SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl StaticHttp {
+    fn serve(root: &Path) -> StaticHttp {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (root, requests) = (root.to_owned(), log.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    continue;
+                }
+                // The headers are not needed; read up to the blank line.
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut words = request.split_whitespace();
+                let method = words.next().unwrap_or("").to_string();
+                let path = percent_decode(words.next().unwrap_or(""));
+                requests.lock().unwrap().push(path.clone());
+                let file = root.join(path.trim_start_matches('/'));
+                let body = (!path.contains("..") && file.is_file())
+                    .then(|| std::fs::read(&file).ok())
+                    .flatten();
+                let (status, body) = match body {
+                    Some(b) => ("200 OK", b),
+                    None => ("404 Not Found", Vec::new()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                if method == "GET" {
+                    let _ = stream.write_all(&body);
+                }
+            }
+        });
+        StaticHttp { addr, log }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// apt escapes `~` and `+` in pool paths (`%7e`, `%2b`).
+fn percent_decode(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

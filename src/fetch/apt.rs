@@ -126,6 +126,11 @@ impl AptState {
         for arch in &self.architectures {
             opts.push(("APT::Architectures::".into(), arch.into()));
         }
+        if super::mirror::is_snapshot(&self.mirror) {
+            // A snapshot's signed Release files are past their Valid-Until by design; the
+            // signature is still checked, and the lock's digests pin every .deb.
+            opts.push(("Acquire::Check-Valid-Until".into(), "false".into()));
+        }
         opts.into_iter()
             .flat_map(|(k, v)| {
                 let mut kv = OsString::from(k);

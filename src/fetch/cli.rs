@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
-use super::{Cache, fetch_all};
+use super::{Cache, Sources, fetch_all_from};
 
 /// Download the packages pinned in the lock file into the cache, verify their sha256, and
 /// print their cached paths (one per line, in lock order).
@@ -18,6 +18,13 @@ pub struct FetchArgs {
     /// $HOME/.cache/mailbake].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+
+    /// Directory of saved .deb files to take packages from before the archive (named
+    /// <sha256>.deb, as in a cache's debs/, or as apt names them); each is checked against
+    /// the lock's sha256 [default: $MAILBAKE_DEBS]. For a snapshot of the archive, set
+    /// MAILBAKE_DEBIAN_MIRROR to its URL.
+    #[arg(long, value_name = "DIR")]
+    pub debs: Option<PathBuf>,
 }
 
 pub fn run(args: &FetchArgs) -> anyhow::Result<()> {
@@ -26,7 +33,13 @@ pub fn run(args: &FetchArgs) -> anyhow::Result<()> {
         Some(dir) => Cache::open(dir)?,
         None => Cache::open_default()?,
     };
-    let debs = fetch_all(&lock, &cache, &mut std::io::stderr().lock())?;
+    let sources = match &args.debs {
+        Some(dir) => Sources {
+            saved_debs: Some((dir.clone(), "--debs".into())),
+        },
+        None => Sources::from_env(),
+    };
+    let debs = fetch_all_from(&lock, &cache, &sources, &mut std::io::stderr().lock())?;
     let mut out = String::new();
     for deb in &debs {
         out.push_str(&format!("{}\n", deb.path.display()));

@@ -2,8 +2,11 @@
 //!
 //! `fetch_all` makes every package of a [`Lock`] available as a verified file in a
 //! [`Cache`]; [`deb::read_payload`] then gives the overlay stage the files a package installs.
-//! Downloads go through apt with a private state directory (see [`apt`]); when every package
-//! is already cached, apt is not run at all, so repeat builds need neither apt nor network.
+//! A package not in the cache is taken from a directory of saved `.deb`s when one is given
+//! ([`SAVED_DEBS_ENV`]), else downloaded through apt with a private state directory (see
+//! [`apt`]) from a mirror or a snapshot of the archive (see [`mirror`]). Whatever the source,
+//! a file enters the cache only with the lock's sha256. When every package is already cached,
+//! apt is not run at all, so repeat builds need neither apt nor network.
 
 pub mod apt;
 pub mod cache;
@@ -14,7 +17,7 @@ pub mod mirror;
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use cache::{Cache, Lookup, default_cache_dir, sha256_file};
 pub use deb::{
@@ -27,12 +30,6 @@ pub use lock::{Archive, Lock, LockError, PinnedPackage, Sha256Digest, Source};
 pub enum FetchError {
     #[error(transparent)]
     Lock(#[from] LockError),
-
-    #[error(
-        "no Debian mirror to fetch from: this host's apt sources name none; set \
-         MAILBAKE_DEBIAN_MIRROR to the URL of a Debian archive mirror, or `archive.mirror` in packages.lock"
-    )]
-    NoMirror,
 
     #[error("{origin}: `{url}` is not an http:// or https:// URL of a Debian mirror")]
     BadMirror { origin: String, url: String },
@@ -71,8 +68,9 @@ pub enum FetchError {
 
     #[error(
         "{package} is not available from {mirror} {suite}; the pinned version may have left \
-         the archive.\n{}apt said:\n{apt_message}",
-        available_hint(available)
+         the archive.\n{}{}apt said:\n{apt_message}",
+        available_hint(available),
+        same_bytes_hint(package, suite)
     )]
     NotInArchive {
         package: String,
@@ -106,6 +104,28 @@ pub enum FetchError {
         path: PathBuf,
     },
 
+    #[error(
+        "{dir} ({origin}): {source}; it should be a directory of saved .deb files (named \
+         <sha256>.deb, as in the cache's debs/, or as apt names them)"
+    )]
+    SavedDebs {
+        dir: PathBuf,
+        origin: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "{path} is not {package}: its sha256 is {actual}, the lock pins {expected}; remove it \
+         from the directory of saved .debs, or put the file with the pinned digest there"
+    )]
+    SavedDebMismatch {
+        package: String,
+        path: PathBuf,
+        expected: Sha256Digest,
+        actual: Sha256Digest,
+    },
+
     #[error(transparent)]
     Deb(#[from] DebError),
 
@@ -133,6 +153,75 @@ fn available_hint(available: &[String]) -> String {
     s
 }
 
+/// How to build the same bytes once the archive has dropped a pin.
+fn same_bytes_hint(package: &str, suite: &str) -> String {
+    format!(
+        "To build the same bytes without moving the pin, use either:\n  \
+         - a directory where the .deb was saved (a copy of another machine's \
+         ~/.cache/mailbake/debs/, or the file as apt names it): {SAVED_DEBS_ENV}=DIR, or \
+         `mailbake fetch --debs DIR` (its sha256 must be the lock's);\n  \
+         - a snapshot of the archive from a day {suite} still had {package}: \
+         {}=https://snapshot.debian.org/archive/debian/YYYYMMDDTHHMMSSZ (the timestamps are \
+         listed at https://snapshot.debian.org/package/NAME/).\n",
+        mirror::MIRROR_ENV
+    )
+}
+
+/// The environment variable naming a directory of saved `.deb`s (see [`Sources`]).
+pub const SAVED_DEBS_ENV: &str = "MAILBAKE_DEBS";
+
+/// Where packages missing from the cache may come from besides the mirror.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A directory of saved `.deb`s, looked in before the archive: each pinned package as
+    /// `<sha256>.deb` (the cache's own layout, so a copy of a cache's `debs/` works) or under
+    /// apt's name `NAME_VERSION_ARCH.deb` (the epoch's colon as `%3a` or as is). Nothing in it
+    /// is trusted: a file is used only if its sha256 and control fields are the pin's.
+    pub saved_debs: Option<(PathBuf, String)>,
+}
+
+impl Sources {
+    /// `$MAILBAKE_DEBS`, when set and not empty.
+    pub fn from_env() -> Sources {
+        Sources {
+            saved_debs: std::env::var_os(SAVED_DEBS_ENV)
+                .filter(|d| !d.is_empty())
+                .map(|d| (PathBuf::from(d), SAVED_DEBS_ENV.to_string())),
+        }
+    }
+
+    /// The saved `.deb` that claims to be `pkg`, if any (not yet checked).
+    fn saved(&self, pkg: &PinnedPackage) -> Result<Option<PathBuf>, FetchError> {
+        let Some((dir, origin)) = &self.saved_debs else {
+            return Ok(None);
+        };
+        if let Err(source) = std::fs::read_dir(dir) {
+            return Err(FetchError::SavedDebs {
+                dir: dir.clone(),
+                origin: origin.clone(),
+                source,
+            });
+        }
+        let (epoch, rest) = match pkg.version.split_once(':') {
+            Some((e, r)) => (Some(e), r),
+            None => (None, pkg.version.as_str()),
+        };
+        let mut names = vec![format!("{}.deb", pkg.sha256)];
+        match epoch {
+            Some(e) => {
+                for sep in ["%3a", ":"] {
+                    names.push(format!(
+                        "{}_{e}{sep}{rest}_{}.deb",
+                        pkg.name, pkg.architecture
+                    ));
+                }
+            }
+            None => names.push(format!("{}_{rest}_{}.deb", pkg.name, pkg.architecture)),
+        }
+        Ok(names.iter().map(|n| dir.join(n)).find(|p| p.is_file()))
+    }
+}
+
 /// A package present and verified in the cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedDeb {
@@ -143,13 +232,24 @@ pub struct CachedDeb {
     pub downloaded: bool,
 }
 
-/// Makes every package of `lock` available in `cache`, verified against its pinned digest.
+/// Makes every package of `lock` available in `cache`, verified against its pinned digest,
+/// with the [`Sources`] this process's environment names.
 ///
 /// Progress lines (`cached …`, `fetching …`) go to `progress`. Results are in lock order.
 /// On error, packages verified so far stay cached; nothing unverified enters the cache.
 pub fn fetch_all(
     lock: &Lock,
     cache: &Cache,
+    progress: &mut dyn Write,
+) -> Result<Vec<CachedDeb>, FetchError> {
+    fetch_all_from(lock, cache, &Sources::from_env(), progress)
+}
+
+/// [`fetch_all`] with explicit [`Sources`].
+pub fn fetch_all_from(
+    lock: &Lock,
+    cache: &Cache,
+    sources: &Sources,
     progress: &mut dyn Write,
 ) -> Result<Vec<CachedDeb>, FetchError> {
     // Progress output is best effort: a closed stderr must not fail a fetch.
@@ -185,6 +285,30 @@ pub fn fetch_all(
         }
     }
 
+    // Saved .debs next: a pin the archive has dropped is still found there.
+    let mut still_missing = Vec::new();
+    for i in missing {
+        let pkg = &lock.packages[i];
+        match sources.saved(pkg)? {
+            Some(saved) => {
+                let path = insert_copy(cache, &saved, pkg)?;
+                say(format!(
+                    "verified {} (from {}, now {})",
+                    pkg.label(),
+                    saved.display(),
+                    path.display()
+                ));
+                results[i] = Some(CachedDeb {
+                    package: pkg.clone(),
+                    path,
+                    downloaded: false,
+                });
+            }
+            None => still_missing.push(i),
+        }
+    }
+    let missing = still_missing;
+
     // Only the sources of packages that are not cached are asked: a pin its suite has since
     // dropped stays usable as long as its bytes are in the cache.
     let mut by_source: BTreeMap<Source, Vec<usize>> = BTreeMap::new();
@@ -200,8 +324,11 @@ pub fn fetch_all(
             let packages: Vec<&PinnedPackage> =
                 indexes.iter().map(|&i| &lock.packages[i]).collect();
             let dir = cache.apt_dir().join(source.dir_name());
-            let state = apt::AptState::prepare(&dir, &source, &packages, &mirror)?;
-            say(format!("updating package lists for {source} from {mirror}"));
+            let state = apt::AptState::prepare(&dir, &source, &packages, &mirror.url)?;
+            say(format!(
+                "updating package lists for {source} from {} ({})",
+                mirror.url, mirror.origin
+            ));
             state.update()?;
             for i in indexes {
                 let pkg = &lock.packages[i];
@@ -220,6 +347,46 @@ pub fn fetch_all(
     Ok(results.into_iter().flatten().collect())
 }
 
+/// A fresh temporary directory inside the cache (on the same filesystem as `debs/`), removed
+/// when dropped.
+fn cache_tempdir(cache: &Cache, prefix: &str) -> Result<tempfile::TempDir, FetchError> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(cache.tmp_dir())
+        .map_err(|source| FetchError::Io {
+            path: cache.tmp_dir(),
+            source,
+        })
+}
+
+/// Copies a saved `.deb` into a temporary directory inside the cache, then hands it to
+/// [`Cache::insert`], which checks its digest (and [`check_identity`] its control fields)
+/// before it enters the cache. The saved file itself is left as it was.
+fn insert_copy(cache: &Cache, saved: &Path, pkg: &PinnedPackage) -> Result<PathBuf, FetchError> {
+    let tmp = cache_tempdir(cache, "saved-")?;
+    let copy = tmp.path().join("saved.deb");
+    std::fs::copy(saved, &copy).map_err(|source| FetchError::Io {
+        path: saved.to_owned(),
+        source,
+    })?;
+    cache
+        .insert(&copy, pkg, |p| check_identity(p, pkg))
+        .map_err(|e| match e {
+            FetchError::DigestMismatch {
+                package,
+                expected,
+                actual,
+                ..
+            } => FetchError::SavedDebMismatch {
+                package,
+                path: saved.to_owned(),
+                expected,
+                actual,
+            },
+            other => other,
+        })
+}
+
 /// Downloads one package into a fresh temporary directory inside the cache, then hands the
 /// single `.deb` apt wrote to [`Cache::insert`]. The directory is removed however this ends.
 fn download_one(
@@ -227,13 +394,7 @@ fn download_one(
     cache: &Cache,
     pkg: &PinnedPackage,
 ) -> Result<PathBuf, FetchError> {
-    let tmp = tempfile::Builder::new()
-        .prefix("download-")
-        .tempdir_in(cache.tmp_dir())
-        .map_err(|source| FetchError::Io {
-            path: cache.tmp_dir(),
-            source,
-        })?;
+    let tmp = cache_tempdir(cache, "download-")?;
     state.download(pkg, tmp.path())?;
     let io_err = |source| FetchError::Io {
         path: tmp.path().to_owned(),
