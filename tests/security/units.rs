@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use crate::fixture;
 
-const UNITS: [&str; 7] = [
+const UNITS: [&str; 8] = [
     "chasquid.service",
     "mailbake-acme.service",
     "mailbake-acme.timer",
@@ -20,6 +20,7 @@ const UNITS: [&str; 7] = [
     "mailbake-apply-seed.service",
     "mailbake-bootstrap-cert.service",
     "mailbake-auth-guard.service",
+    "mailbake-network-ready.service",
 ];
 
 /// The built overlay plus the host's own system units (targets, sockets the image's units
