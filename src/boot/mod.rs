@@ -72,6 +72,17 @@ impl DiskCache {
     }
 }
 
+/// The controller the disk image is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiskBus {
+    /// virtio-blk (`if=virtio`): the guest sees `/dev/vda`.
+    #[default]
+    Virtio,
+    /// A `scsi-hd` on a virtio-scsi controller, as Contabo attaches its VPS disks (their
+    /// custom-image documentation requires the virtio_scsi driver): the guest sees `/dev/sda`.
+    VirtioScsi,
+}
+
 /// How to start a [`Vm`].
 #[derive(Debug, Clone)]
 pub struct VmOptions {
@@ -94,6 +105,7 @@ pub struct VmOptions {
     /// Run QEMU inside this network namespace (`ip netns exec NAME`), where its tap lives.
     pub netns: Option<String>,
     pub disk_cache: DiskCache,
+    pub disk_bus: DiskBus,
 }
 
 impl VmOptions {
@@ -112,6 +124,7 @@ impl VmOptions {
             network: Network::User,
             netns: None,
             disk_cache: DiskCache::Unsafe,
+            disk_bus: DiskBus::Virtio,
         }
     }
 }
@@ -191,8 +204,13 @@ pub struct Vm {
 /// QEMU's `-drive` for the disk image (virtio); with `snapshot`, writes go to a temporary
 /// overlay and never reach the image.
 fn disk_drive(opts: &VmOptions, format: &str) -> String {
+    let interface = match opts.disk_bus {
+        DiskBus::Virtio => "if=virtio",
+        // The scsi-hd device that uses it is added by `Vm::start`.
+        DiskBus::VirtioScsi => "if=none,id=disk0",
+    };
     let mut disk = format!(
-        "file={},format={format},if=virtio,cache={}",
+        "file={},format={format},{interface},cache={}",
         qemu_path(&opts.image),
         opts.disk_cache.qemu_value()
     );
@@ -244,6 +262,10 @@ impl Vm {
             .args(["-m", &opts.memory_mib.to_string()])
             .args(["-smp", &opts.cpus.to_string()])
             .args(["-drive", &disk]);
+        if opts.disk_bus == DiskBus::VirtioScsi {
+            cmd.args(["-device", "virtio-scsi-pci,id=scsi0"])
+                .args(["-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=0"]);
+        }
         if let Some(seed) = &opts.seed {
             cmd.args([
                 "-drive",

@@ -88,6 +88,16 @@ impl Guest {
     /// guest that will lose its power ([`Guest::power_cut`]), so that what it flushed is on
     /// the disk when it boots again.
     pub fn boot_with_cache(net: &Netns, opts: &GuestOptions, cache: DiskCache) -> Guest {
+        Guest::boot_configured(net, opts, |vm| vm.disk_cache = cache)
+    }
+
+    /// [`Guest::boot`] with QEMU's options changed by `configure` after the harness set them
+    /// (e.g. the disk on virtio-scsi, as a provider attaches it).
+    pub fn boot_configured(
+        net: &Netns,
+        opts: &GuestOptions,
+        configure: impl FnOnce(&mut VmOptions),
+    ) -> Guest {
         if net.ip(&["link", "show", TAP]).is_err() {
             net.add_tap(TAP)
                 .unwrap_or_else(|e| panic!("cannot add the guest's tap: {e}"));
@@ -101,7 +111,7 @@ impl Guest {
         vm_opts.snapshot = false;
         vm_opts.network = Network::Tap { ifname: TAP.into() };
         vm_opts.netns = Some(net.name().to_string());
-        vm_opts.disk_cache = cache;
+        configure(&mut vm_opts);
         let vm = Vm::start(&vm_opts).unwrap_or_else(|e| panic!("QEMU does not start: {e}"));
         Guest {
             vm,
