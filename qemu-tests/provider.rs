@@ -267,8 +267,17 @@ fn boot(net: &TestNet, built: &Built, disk: &Path, seed: &Path, serial: PathBuf)
 /// The host's IPv6: its address and default route, no other global address; IPv4 and the
 /// host name of the user-data.
 fn addresses(guest: &Guest, label: &str) {
-    let addr6 = guest.ssh("ip -6 addr");
-    let route6 = guest.ssh("ip -6 route");
+    // One SSH round trip (each costs seconds under TCG). NETWORK_FILE is networkd's own
+    // record of the file it configured the uplink with.
+    let all = guest.ssh(
+        "ip -6 addr; echo @@; ip -6 route; echo @@; ip -4 -o addr show scope global; echo @@; \
+         ip -4 route show default; echo @@; hostname -f; echo @@; \
+         cat /run/systemd/netif/links/* | sed -n 's/^NETWORK_FILE=//p'",
+    );
+    let parts: Vec<&str> = all.split("@@\n").collect();
+    let [addr6, route6, addr4, route4, hostname, file] = parts[..] else {
+        panic!("{label}: unexpected output:\n{all}");
+    };
     eprintln!("provider {label}: ip -6 addr:\n{addr6}provider {label}: ip -6 route:\n{route6}");
     let global: Vec<&str> = addr6
         .lines()
@@ -286,23 +295,19 @@ fn addresses(guest: &Guest, label: &str) {
             .any(|l| l.starts_with(&format!("default via {ROUTER6_LINK_LOCAL} "))),
         "{label}: IPv6 default route via {ROUTER6_LINK_LOCAL}:\n{route6}"
     );
-    let addr4 = guest.ssh("ip -4 -o addr show scope global");
     assert!(
         addr4.contains(&format!("inet {GUEST4}/{GUEST4_PREFIX} ")),
         "{label}: IPv4 {GUEST4}:\n{addr4}"
     );
-    let route4 = guest.ssh("ip -4 route show default");
     assert!(
         route4.starts_with(&format!("default via {ROUTER4} ")),
         "{label}: IPv4 default route:\n{route4}"
     );
     assert_eq!(
-        guest.ssh("hostname -f").trim(),
+        hostname.trim(),
         FQDN,
         "{label}: the user-data's fqdn, not the provider's local-hostname"
     );
-    // networkd's own record of the file it configured the uplink with.
-    let file = guest.ssh("cat /run/systemd/netif/links/* | sed -n 's/^NETWORK_FILE=//p'");
     assert_eq!(
         file.trim(),
         "/etc/systemd/network/05-mailbake-uplink.network",
