@@ -188,20 +188,14 @@ fn build_site(tmp: &Path) -> (TestSite, PathBuf, live_checks::SitePki) {
     let site = TestSite::create(&tmp.join("site"));
     site.write(&site_yaml(&site.public_key(), "i"));
     site.add_user("example.com", "i", PASSWORD);
+    site.dkim_keygen(
+        "example.com",
+        &[
+            ("2026a-rsa", DkimAlgorithm::Rsa2048),
+            ("2026a-ed", DkimAlgorithm::Ed25519),
+        ],
+    );
     let store = site.store();
-    for (selector, algorithm) in [
-        ("2026a-rsa", DkimAlgorithm::Rsa2048),
-        ("2026a-ed", DkimAlgorithm::Ed25519),
-    ] {
-        store
-            .dkim_keygen(
-                &"example.com".try_into().unwrap(),
-                &selector.try_into().unwrap(),
-                algorithm,
-                false,
-            )
-            .unwrap();
-    }
     // The site's own certificate (tls.files), from a test CA that `verify --ca` and
     // `send-test --ca` trust: the seed carries it, chasquid must serve it.
     let pki = live_checks::SitePki::create(&tmp.join("cert"));

@@ -33,6 +33,11 @@ resource "contabo_image" "mailbake" {
 # A new image_id or user_data reinstalls the instance: hosts are immutable, the seed
 # re-creates their identity and secrets. Mail still queued on a host is lost then: drain
 # it first.
+#
+# Deleting a contabo_instance (0.1.42) calls CancelInstance: the VPS contract is cancelled,
+# its addresses (and the PTR records set on them) go back to Contabo. A host removed from
+# the site, a `destroy`, or an argument that forces replacement would do that, so Terraform
+# must refuse to plan it; retiring a host is a deliberate step of its own (docs/terraform.md).
 resource "contabo_instance" "host" {
   for_each = var.hosts
 
@@ -44,4 +49,8 @@ resource "contabo_instance" "host" {
   product_id           = var.product_id
   region               = var.region
   period               = var.period
+
+  lifecycle {
+    prevent_destroy = true
+  }
 }

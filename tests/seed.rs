@@ -385,44 +385,11 @@ fn cloud_init_accepts_user_data_and_netplan_renders_network_config() {
 
         // cloud-init turns network-config into netplan YAML exactly as at boot; netplan then
         // generates the systemd-networkd units the host will run.
-        chroot(&[
-            "cloud-init",
-            "devel",
-            "net-convert",
-            "-p",
-            &scratch.inside("network-config"),
-            "-k",
-            "yaml",
-            "-D",
-            "debian",
-            "-O",
-            "netplan",
-            "-d",
-            &scratch.inside("root"),
-        ]);
-        let netplan_dir = scratch.host("root/etc/netplan");
-        assert!(
-            netplan_dir.join("50-cloud-init.yaml").is_file(),
-            "{host}: cloud-init wrote no netplan file"
-        );
-        fs::copy(
-            testkit::repo().join("layers/base/etc/netplan/01-mailbake-defaults.yaml"),
-            netplan_dir.join("01-mailbake-defaults.yaml"),
-        )
-        .unwrap();
-        for entry in fs::read_dir(&netplan_dir).unwrap() {
-            fs::set_permissions(entry.unwrap().path(), fs::Permissions::from_mode(0o600)).unwrap();
-        }
-        chroot(&["netplan", "generate", "--root-dir", &scratch.inside("root")]);
-
-        let network_dir = scratch.host("root/run/systemd/network");
-        let mut units = String::new();
-        for entry in fs::read_dir(&network_dir).expect("netplan wrote networkd units") {
-            let path = entry.unwrap().path();
-            if path.extension().is_some_and(|e| e == "network") {
-                units.push_str(&fs::read_to_string(path).unwrap());
-            }
-        }
+        let network_config = fs::read(scratch.host("network-config")).unwrap();
+        let units: String = netplan_networkd_files(&network_config)
+            .into_iter()
+            .map(|(_, bytes)| String::from_utf8(bytes).unwrap())
+            .collect();
         let has = |s: &str| units.contains(s);
         assert!(has("Name=e*"), "{host}: {units}");
         assert!(has("IPv6AcceptRA=no"), "{host}: {units}");
@@ -909,6 +876,14 @@ fn run_apply_seed(scratch: &Scratch) -> Output {
         format!("#!/bin/sh\necho \"$*\" >> {}\n", scratch.inside("calls")),
     )
     .unwrap();
+    fs::write(
+        scratch.host("fake-networkctl"),
+        format!(
+            "#!/bin/sh\necho \"networkctl $*\" >> {}\n",
+            scratch.inside("calls")
+        ),
+    )
+    .unwrap();
     // The chasquid group the image's sysusers entry creates at boot, added to a copy of the
     // base's group file bind-mounted in a private mount namespace: the cached base stays as
     // it was.
@@ -917,13 +892,14 @@ fn run_apply_seed(scratch: &Scratch) -> Output {
     group.push_str("chasquid:x:4242:\n");
     fs::write(scratch.host("group"), group).unwrap();
     let script = format!(
-        "mount --bind {group} {root}/etc/group && exec chroot {root} env MAILBAKE_ROOT={r} MAILBAKE_SEED_STAGE={stage} MAILBAKE_SEED_FORMAT={format} SYSTEMCTL='sh {fake}' sh {apply}",
+        "mount --bind {group} {root}/etc/group && exec chroot {root} env MAILBAKE_ROOT={r} MAILBAKE_SEED_STAGE={stage} MAILBAKE_SEED_FORMAT={format} SYSTEMCTL='sh {fake}' NETWORKCTL='sh {fake_nc}' sh {apply}",
         group = scratch.host("group").display(),
         root = base_root().display(),
         r = scratch.inside("root"),
         stage = scratch.inside("stage"),
         format = scratch.inside("seed.conf"),
         fake = scratch.inside("fake-systemctl"),
+        fake_nc = scratch.inside("fake-networkctl"),
         apply = scratch.inside("apply-seed"),
     );
     Command::new("unshare")
@@ -959,8 +935,11 @@ fn the_image_script_installs_the_staged_seed_atomically_with_owners_and_modes() 
     let calls = fs::read_to_string(scratch.host("calls")).unwrap();
     assert_eq!(
         calls.lines().collect::<Vec<_>>(),
-        ["try-restart --no-block chasquid.service"],
-        "restart once"
+        [
+            "networkctl reload",
+            "try-restart --no-block chasquid.service"
+        ],
+        "networkd reloads for the seed's new network file, chasquid restarts once"
     );
 
     let root = scratch.host("root");
@@ -986,6 +965,28 @@ fn the_image_script_installs_the_staged_seed_atomically_with_owners_and_modes() 
         gid,
     );
     check("etc/mailbake/acme.env", 0o600, 0);
+    check("etc/systemd/network/05-mailbake-uplink.network", 0o644, 0);
+    check("etc/mailbake/host.conf", 0o644, 0);
+    assert!(
+        fs::read_to_string(root.join("etc/mailbake/host.conf"))
+            .unwrap()
+            .contains("\nipv6=2001:db8:1::10\nipv6_prefix=64\nipv6_gateway=fe80::1\n"),
+        "host.conf names the host's IPv6"
+    );
+    // The same seed again (a reboot that re-applies it): the network file is unchanged, so
+    // networkd is not reloaded (a reload reconfigures the link).
+    fs::write(scratch.host("calls"), "").unwrap();
+    stage_seed(&scratch, out, &user_data);
+    let again = run_apply_seed(&scratch);
+    assert!(again.status.success());
+    assert_eq!(
+        fs::read_to_string(scratch.host("calls"))
+            .unwrap()
+            .lines()
+            .collect::<Vec<_>>(),
+        ["try-restart --no-block chasquid.service"],
+        "an unchanged network file: no reload"
+    );
     assert_eq!(
         fs::read(root.join("etc/mailbake/acme.env")).unwrap(),
         ACME_ENV
@@ -1110,10 +1111,31 @@ fn hostile_values_come_back_exactly_from_user_data_network_config_and_meta_data(
         site.operator.user = value.to_string();
         site.operator.authorized_keys = HOSTILE.iter().map(|v| v.to_string()).collect();
         let mut ctx = seed::host_context(&site, name, host, &material);
+        // The host's names and addresses also go into the networkd file and host.conf, whose
+        // values must be one field each (`word`): a value with white space or control
+        // characters, or an empty one, fails the render there, naming the template. The site
+        // model never lets one through; the YAML files are then checked with plain ones.
+        let one_field =
+            !value.is_empty() && value.chars().all(|c| !c.is_whitespace() && !c.is_control());
         ctx.host.name = value.to_string();
         ctx.host.fqdn = value.to_string();
         ctx.network.addresses = vec![value.to_string()];
         ctx.network.nameservers = vec![value.to_string()];
+        let (host_value, network_value) = if one_field {
+            (*value, *value)
+        } else {
+            let refused = seed::render(&ctx).expect_err("a value that is not one field");
+            assert!(
+                refused.to_string().contains("cloud-init/networkd.j2")
+                    || refused.to_string().contains("cloud-init/host.conf.j2"),
+                "{value:?}: {refused}"
+            );
+            ctx.host.name = "mx1".into();
+            ctx.host.fqdn = "mx1.example.com".into();
+            ctx.network.addresses = vec!["192.0.2.1/24".into()];
+            ctx.network.nameservers = vec!["192.0.2.53".into()];
+            ("mx1.example.com", "192.0.2.53")
+        };
         // A staged file whose bytes are the value: base64 or a literal block, exactly.
         let data = format!("{value}\n").into_bytes();
         ctx.files.push(
@@ -1129,8 +1151,8 @@ fn hostile_values_come_back_exactly_from_user_data_network_config_and_meta_data(
                     String::from_utf8_lossy(&files.user_data)
                 )
             });
-        assert_eq!(user_data["hostname"], *value);
-        assert_eq!(user_data["fqdn"], *value);
+        assert_eq!(user_data["hostname"], host_value);
+        assert_eq!(user_data["fqdn"], host_value);
         assert_eq!(user_data["users"][0]["name"], *value);
         assert_eq!(
             user_data["users"][0]["ssh_authorized_keys"],
@@ -1146,11 +1168,13 @@ fn hostile_values_come_back_exactly_from_user_data_network_config_and_meta_data(
         let network: serde_json::Value =
             serde_norway::from_slice(&files.network_config).expect("network-config is YAML");
         let uplink = &network["ethernets"]["uplink"];
-        assert_eq!(uplink["addresses"][0], *value);
-        assert_eq!(uplink["nameservers"]["addresses"][0], *value);
+        if one_field {
+            assert_eq!(uplink["addresses"][0], network_value);
+        }
+        assert_eq!(uplink["nameservers"]["addresses"][0], network_value);
         let meta: serde_json::Value =
             serde_norway::from_slice(&files.meta_data).expect("meta-data is YAML");
-        assert_eq!(meta["local-hostname"], *value);
+        assert_eq!(meta["local-hostname"], host_value);
         assert_eq!(meta["instance-id"], files.instance_id.as_str());
 
         let file = format!("user-data-{i}");
@@ -1179,4 +1203,250 @@ fn a_path_that_is_not_one_manifest_field_fails_the_render() {
         let err = seed::render(&ctx).expect_err(path).to_string();
         assert!(err.contains("manifest"), "{path:?}: {err}");
     }
+}
+
+// ---- the host's network: the seed's networkd file against the provider's configuration ----
+
+/// The MAC of the test's interface.
+const PROVIDER_MAC: &str = "52:54:00:12:34:56";
+
+/// Network configurations as a provider's datasource hands them to cloud-init: IPv4 only,
+/// with the provider's own interface ids; one also carries the host's IPv6 address. They
+/// match by name: netplan turns a MAC match into `PermanentMACAddress=`, which the veth this
+/// test runs networkd on does not have (qemu-tests/provider.rs boots MAC matches on a real
+/// virtio NIC).
+fn provider_network_configs() -> [(&'static str, &'static str, String); 3] {
+    [
+        (
+            "static IPv4, id eth0 matched by name",
+            "mx2",
+            "version: 2\nethernets:\n  eth0:\n    match:\n      name: eth0\n    \
+             addresses: [198.51.100.20/24]\n    routes: [{to: 0.0.0.0/0, via: 198.51.100.1}]\n    \
+             nameservers: {addresses: [198.51.100.53]}\n"
+                .to_string(),
+        ),
+        (
+            "IPv4 by DHCP, id id0 matched by a name glob",
+            "mx1",
+            "version: 2\nethernets:\n  id0:\n    match:\n      name: \"e*\"\n    dhcp4: true\n".to_string(),
+        ),
+        (
+            "static IPv4 and the same IPv6, id net0",
+            "mx2",
+            "version: 2\nethernets:\n  net0:\n    match:\n      name: \"eth*\"\n    \
+             addresses: [198.51.100.20/24, \"2001:db8:2::20/64\"]\n    routes:\n      - {to: 0.0.0.0/0, via: 198.51.100.1}\n      \
+             - {to: \"::/0\", via: \"2001:db8:2::1\"}\n"
+                .to_string(),
+        ),
+    ]
+}
+
+/// The systemd-networkd files the real cloud-init and netplan of the test base make of
+/// `network_config` (with the image's netplan defaults beside it), by file name.
+fn netplan_networkd_files(network_config: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let scratch = Scratch::new();
+    fs::write(scratch.host("network-config"), network_config).unwrap();
+    chroot(&[
+        "cloud-init",
+        "devel",
+        "net-convert",
+        "-p",
+        &scratch.inside("network-config"),
+        "-k",
+        "yaml",
+        "-D",
+        "debian",
+        "-O",
+        "netplan",
+        "-d",
+        &scratch.inside("root"),
+    ]);
+    let netplan_dir = scratch.host("root/etc/netplan");
+    assert!(
+        netplan_dir.join("50-cloud-init.yaml").is_file(),
+        "cloud-init wrote no netplan file"
+    );
+    fs::copy(
+        testkit::repo().join("layers/base/etc/netplan/01-mailbake-defaults.yaml"),
+        netplan_dir.join("01-mailbake-defaults.yaml"),
+    )
+    .unwrap();
+    for entry in fs::read_dir(&netplan_dir).unwrap() {
+        fs::set_permissions(entry.unwrap().path(), fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    chroot(&["netplan", "generate", "--root-dir", &scratch.inside("root")]);
+    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(scratch.host("root/run/systemd/network"))
+        .expect("netplan wrote networkd files")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "network"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// What the real systemd-networkd (the host's, the same systemd 252 as the test base) does
+/// with `run_files` in /run/systemd/network and `etc_files` in /etc/systemd/network, for an
+/// interface `eth0` with [`PROVIDER_MAC`]: run in its own network and mount namespaces (sysfs
+/// read-only, as in a container, so networkd does not wait for udev). Returns the file it
+/// chose for eth0 and `ip` of the addresses and default routes once `want6` is up (or after
+/// 15 s).
+fn networkd_on_eth0(
+    run_files: &[(String, Vec<u8>)],
+    etc_files: &[(String, Vec<u8>)],
+    want6: &str,
+) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (sub, files) in [("run", run_files), ("etc", etc_files)] {
+        fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for (name, bytes) in files {
+            fs::write(dir.path().join(sub).join(name), bytes).unwrap();
+        }
+    }
+    let script = format!(
+        r#"set -eu
+mount -t tmpfs tmpfs /run
+mount -t sysfs -o ro sysfs /sys
+mkdir -p /run/systemd/network
+cp {d}/run/. /run/systemd/network/ -r
+mount --bind {d}/etc /etc/systemd/network
+ip link add eth0 address {PROVIDER_MAC} type veth peer name peer0
+ip link set peer0 up
+/lib/systemd/systemd-networkd > {d}/networkd.log 2>&1 &
+pid=$!
+idx=$(cat /sys/class/net/eth0/ifindex)
+i=0
+while [ $i -lt 30 ]; do
+    sleep 0.5
+    if [ -n "$(ip -6 -o addr show dev eth0 to {want6}/128 -tentative)" ] && ip -6 route show default | grep -q . ; then break; fi
+    i=$((i + 1))
+done
+sed -n 's/^NETWORK_FILE=//p' /run/systemd/netif/links/$idx
+ip -o addr show dev eth0 scope global
+ip -4 route show default
+ip -6 route show default
+kill $pid
+"#,
+        d = dir.path().display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "-n", "sh", "-c", &script])
+        .output()
+        .expect("unshare runs");
+    let log = fs::read_to_string(dir.path().join("networkd.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "networkd run failed:\n{}{}\n{log}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (file, rest) = stdout.split_once('\n').unwrap_or((&stdout, ""));
+    (file.to_string(), rest.to_string())
+}
+
+/// The provider path: whatever network configuration the provider's datasource gives (static
+/// IPv4 on its own interface id matched by MAC, DHCP, or one that holds the same IPv6), the
+/// real netplan turns it into /run/systemd/network/10-netplan-<id>.network matching the
+/// interface, and the real systemd-networkd still configures the interface from the seed's
+/// own file, carried in user-data: the host's static IPv6 address and default route are up,
+/// router advertisements off. The same holds on the seed.img path (the seed's own
+/// network-config). Without the seed's file, the provider's wins and there is no IPv6: the
+/// reason the file exists.
+#[test]
+fn the_seeds_network_file_wins_over_any_provider_configuration_in_real_networkd() {
+    let (_, out) = built();
+    let seed_file = |host: &str| -> (String, Vec<u8>) {
+        let user_data = fs::read(out.join(format!("hosts/{host}/seed/user-data"))).unwrap();
+        let staged = format!(
+            "{}/files/etc/systemd/network/05-mailbake-uplink.network",
+            mailbake::template::SEED_STAGE_DIR
+        );
+        let bytes = written_files(&user_data)
+            .into_iter()
+            .find(|(p, _)| *p == staged)
+            .unwrap_or_else(|| panic!("{host}: user-data stages no {staged}"))
+            .1;
+        ("05-mailbake-uplink.network".to_string(), bytes)
+    };
+    let expect = |host: &str| match host {
+        "mx1" => ("2001:db8:1::10", "2001:db8:1::10/64", "via fe80::1", None),
+        _ => (
+            "2001:db8:2::20",
+            "2001:db8:2::20/64",
+            "via 2001:db8:2::1",
+            Some(("198.51.100.20/24", "via 198.51.100.1")),
+        ),
+    };
+    let mut cases: Vec<(String, &str, Vec<u8>)> = provider_network_configs()
+        .into_iter()
+        .map(|(what, host, yaml)| (format!("provider: {what}"), host, yaml.into_bytes()))
+        .collect();
+    for host in ["mx1", "mx2"] {
+        cases.push((
+            format!("seed.img: the seed's own network-config of {host}"),
+            if host == "mx1" { "mx1" } else { "mx2" },
+            fs::read(out.join(format!("hosts/{host}/seed/network-config"))).unwrap(),
+        ));
+    }
+    for (what, host, network_config) in &cases {
+        let provider = netplan_networkd_files(network_config);
+        assert!(
+            provider
+                .iter()
+                .all(|(name, _)| name.starts_with("10-netplan-")),
+            "{what}: netplan's file names changed: {provider:?}"
+        );
+        let (addr6, cidr6, via6, v4) = expect(host);
+        let (chosen, state) = networkd_on_eth0(&provider, &[seed_file(host)], addr6);
+        eprintln!("{what}: networkd chose {chosen}:\n{state}");
+        assert_eq!(
+            chosen, "/etc/systemd/network/05-mailbake-uplink.network",
+            "{what}: networkd did not take the seed's file:\n{state}"
+        );
+        assert!(
+            state.contains(&format!("inet6 {cidr6} scope global")),
+            "{what}: no {cidr6}:\n{state}"
+        );
+        assert_eq!(
+            state.matches("inet6 ").count(),
+            1,
+            "{what}: one global IPv6 address only:\n{state}"
+        );
+        assert!(
+            state
+                .lines()
+                .any(|l| l.starts_with(&format!("default {via6} "))),
+            "{what}: no IPv6 default route {via6}:\n{state}"
+        );
+        if let Some((cidr4, via4)) = v4 {
+            assert!(
+                state.contains(&format!("inet {cidr4} ")),
+                "{what}:\n{state}"
+            );
+            assert!(
+                state
+                    .lines()
+                    .any(|l| l.starts_with(&format!("default {via4} "))),
+                "{what}:\n{state}"
+            );
+        }
+        let seed = String::from_utf8(seed_file(host).1).unwrap();
+        assert!(seed.contains("IPv6AcceptRA=no"), "{seed}");
+    }
+
+    // The negative control: the first provider configuration alone leaves the host without
+    // its IPv6 address, which is what a host deployed by user-data got before.
+    let (_, host, yaml) = &provider_network_configs()[0];
+    let provider = netplan_networkd_files(yaml.as_bytes());
+    let (chosen, state) = networkd_on_eth0(&provider, &[], expect(host).0);
+    assert!(
+        chosen.starts_with("/run/systemd/network/10-netplan-") && !state.contains("inet6 "),
+        "without the seed's file, the provider's configuration applies, without IPv6: {chosen}\n{state}"
+    );
 }

@@ -653,3 +653,116 @@ fn staged_file(user_data: &[u8], path: &str) -> Option<Vec<u8>> {
         content.as_bytes().to_vec()
     })
 }
+
+/// The module's `contabo_instance` block, from its head to its closing brace.
+fn instance_block(main_tf: &str) -> &str {
+    hcl_block(main_tf, "resource \"contabo_instance\" \"host\" {")
+}
+
+/// The `lifecycle { ... }` block inside `resource`, verbatim.
+fn lifecycle_block(resource: &str) -> &str {
+    let start = resource
+        .find("lifecycle {")
+        .unwrap_or_else(|| panic!("no lifecycle block in:\n{resource}"));
+    let end = resource[start..].find("\n  }").unwrap() + start + "\n  }".len();
+    &resource[start..end]
+}
+
+/// Deleting a contabo_instance cancels the VPS (0.1.42's delete calls CancelInstance), so a
+/// host removed from the site, and `destroy`, must be refused at plan time. The provider
+/// plugin cannot be installed here, so the module's own `lifecycle` block, copied verbatim,
+/// guards a `terraform_data` resource (built into terraform, nothing to download) keyed and
+/// fed like the instances, with the real variables.tf and the tfvars `mailbake terraform`
+/// wrote. Applying it locally also shows what the docs warn about: the state file holds
+/// every host's user-data in clear, although the variable is sensitive.
+#[test]
+fn removing_a_host_or_destroying_is_refused_and_the_state_holds_the_seed_in_clear() {
+    // Needs terraform's plan and apply, not the provider: `terraform_binary` fails naming
+    // what is missing.
+    let tf = terraform_binary();
+    let fleet = Fleet::example();
+    let out = fleet.terraform_ok(&fleet.image("1M"), "tf");
+    let main_tf = fs::read_to_string(out.join("main.tf")).unwrap();
+    let lifecycle = lifecycle_block(instance_block(&main_tf));
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    fs::copy(out.join("variables.tf"), dir.join("variables.tf")).unwrap();
+    fs::write(
+        dir.join("main.tf"),
+        format!(
+            "# The instances of terraform/main.tf, as built-in resources with the same keys and lifecycle.\n\
+             resource \"terraform_data\" \"host\" {{\n  for_each = var.hosts\n\n  triggers_replace = {{\n    \
+             display_name = each.value.display_name\n    user_data    = var.user_data[each.key]\n  }}\n\n  \
+             {lifecycle}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let all = tfvars(&out);
+    let hosts: Vec<String> = all["hosts"].as_object().unwrap().keys().cloned().collect();
+    let removed = hosts.last().unwrap().clone();
+    let mut fewer = all.clone();
+    for key in ["hosts", "user_data"] {
+        fewer[key].as_object_mut().unwrap().remove(&removed);
+    }
+    fs::write(dir.join("all.tfvars.json"), all.to_string()).unwrap();
+    fs::write(dir.join("fewer.tfvars.json"), fewer.to_string()).unwrap();
+    let tf_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(&tf);
+        cmd.current_dir(dir)
+            .env("TF_CLI_CONFIG_FILE", "/dev/null")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env("TF_IN_AUTOMATION", "1")
+            .args(args);
+        cmd
+    };
+    run(&mut tf_cmd(&["init", "-input=false", "-no-color"]));
+    run(&mut tf_cmd(&[
+        "apply",
+        "-auto-approve",
+        "-input=false",
+        "-no-color",
+        "-var-file=all.tfvars.json",
+    ]));
+
+    let plan = testkit::output(&mut tf_cmd(&[
+        "plan",
+        "-input=false",
+        "-no-color",
+        "-var-file=fewer.tfvars.json",
+    ]));
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    eprintln!("terraform plan with host {removed} removed from the site:\n{shown}");
+    assert!(
+        !plan.status.success()
+            && shown.contains("Instance cannot be destroyed")
+            && shown.contains(&format!("terraform_data.host[\"{removed}\"]")),
+        "a plan that removes host {removed} must be refused:\n{shown}"
+    );
+
+    let destroy = testkit::output(&mut tf_cmd(&[
+        "destroy",
+        "-auto-approve",
+        "-input=false",
+        "-no-color",
+        "-var-file=all.tfvars.json",
+    ]));
+    let shown = String::from_utf8_lossy(&destroy.stderr);
+    assert!(
+        !destroy.status.success() && shown.contains("Instance cannot be destroyed"),
+        "destroy must be refused:\n{shown}"
+    );
+
+    let state = fs::read_to_string(dir.join("terraform.tfstate")).unwrap();
+    let needles = secret_needles(&fleet.secrets);
+    assert!(
+        needles.iter().any(|(_, n)| {
+            let escaped = serde_json::to_string(n).unwrap();
+            state.contains(escaped.trim_matches('"'))
+        }),
+        "the state file holds the seed's secrets in clear, as docs/terraform.md warns"
+    );
+}

@@ -47,6 +47,18 @@ impl StagedFile {
         }
     }
 
+    /// A file anyone on the host may read, 0644 root:root (the network configuration and
+    /// the host's expected addresses: nothing secret).
+    pub fn public(path: String, data: Vec<u8>) -> StagedFile {
+        StagedFile {
+            path,
+            mode: 0o644,
+            owner: "root",
+            group: "root",
+            data,
+        }
+    }
+
     /// The file as the cloud-init templates see it.
     pub fn context(&self) -> StagedFileContext {
         StagedFileContext {

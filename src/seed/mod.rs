@@ -14,7 +14,10 @@
 //!   with a manifest (`cloud-init/manifest.j2`), and the image's `mailbake-apply-seed.service`
 //!   installs them atomically and restarts chasquid once;
 //! - `network-config` (`cloud-init/network-config.j2`, [`network`]): netplan v2 with the
-//!   static IPv6 /64 and IPv4 DHCP or static;
+//!   static IPv6 /64 and IPv4 DHCP or static, for the seed.img path only; user-data itself
+//!   carries the same network as a systemd-networkd file (`cloud-init/networkd.j2`) that
+//!   takes precedence over whatever a provider's datasource configures, and the addresses the
+//!   image's boot checks expect (`cloud-init/host.conf.j2`);
 //! - `meta-data` (`cloud-init/meta-data.j2`, [`meta`]): `instance-id` = digest of the two
 //!   files above, so a changed seed re-applies at the next boot and an unchanged one is a
 //!   no-op;
@@ -45,8 +48,10 @@ pub use files::StagedFile;
 pub use material::{AcmeMaterial, HOST_ACME_STATE, HostCertificate, Material, TlsPair};
 
 /// The cloud-init templates (`cloud-init/`), by the name of the file each one makes.
-pub(crate) const TEMPLATES: [(&str, &str); 4] = [
+pub(crate) const TEMPLATES: [(&str, &str); 6] = [
     ("manifest", include_str!("../../cloud-init/manifest.j2")),
+    ("networkd", include_str!("../../cloud-init/networkd.j2")),
+    ("host.conf", include_str!("../../cloud-init/host.conf.j2")),
     ("user-data", include_str!("../../cloud-init/user-data.j2")),
     (
         "network-config",
@@ -279,6 +284,20 @@ pub fn render(context: &HostContext) -> Result<CloudInitFiles, SeedError> {
                 source,
             })
     };
+    // The host's network and what its addresses must be travel in user-data like the other
+    // files, so the provider path (user-data alone) gets them too: docs/seed.md.
+    let mut staged = context.clone();
+    for (template, path) in [
+        ("networkd", network::NETWORKD_FILE),
+        ("host.conf", network::HOST_CONF),
+    ] {
+        let text = render(template, Value::from_serialize(context))?;
+        staged
+            .files
+            .push(StagedFile::public(path.to_string(), text.into_bytes()).context());
+    }
+    staged.files.sort_by(|a, b| a.path.cmp(&b.path));
+    let context = &staged;
     let manifest = render("manifest", Value::from_serialize(context))?;
     let user_data = render(
         "user-data",

@@ -271,6 +271,16 @@ pub struct NetworkContext {
     pub routes: Vec<RouteContext>,
     /// The site's resolvers for this host; empty means "what DHCP gives".
     pub nameservers: Vec<String>,
+    /// The host's public IPv4 address, without a prefix (also when DHCP assigns it).
+    pub ipv4_address: String,
+    /// Static IPv4 only: the prefix length and the gateway.
+    pub ipv4_prefix: Option<String>,
+    pub ipv4_gateway: Option<String>,
+    /// With a static IPv6 address: the address without its prefix, the prefix length and the
+    /// gateway (`host.conf`, which the image's scripts compare with what the host has).
+    pub ipv6_address: Option<String>,
+    pub ipv6_prefix: Option<String>,
+    pub ipv6_gateway: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use crate::fixture;
 
-const UNITS: [&str; 7] = [
+const UNITS: [&str; 9] = [
     "chasquid.service",
     "mailbake-acme.service",
     "mailbake-acme.timer",
@@ -20,6 +20,8 @@ const UNITS: [&str; 7] = [
     "mailbake-apply-seed.service",
     "mailbake-bootstrap-cert.service",
     "mailbake-auth-guard.service",
+    "mailbake-network-ready.service",
+    "mailbake-boot-report.service",
 ];
 
 /// The built overlay plus the host's own system units (targets, sockets the image's units

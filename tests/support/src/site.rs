@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mailbake::secrets::{Password, SecretStore};
+use mailbake::site::DkimAlgorithm;
 
 use crate::topology::*;
 use crate::{mailbake, run};
@@ -77,6 +78,21 @@ impl TestSite {
                 &Password::new(password.into()).expect("a long enough password"),
             )
             .expect("add the user");
+    }
+
+    /// Generates a DKIM key in the store for each `(selector, algorithm)` of `domain`.
+    pub fn dkim_keygen(&self, domain: &str, selectors: &[(&str, DkimAlgorithm)]) {
+        let store = self.store();
+        for (selector, algorithm) in selectors {
+            store
+                .dkim_keygen(
+                    &domain.try_into().expect("a valid domain"),
+                    &(*selector).try_into().expect("a valid selector"),
+                    *algorithm,
+                    false,
+                )
+                .expect("generate the DKIM key");
+        }
     }
 
     /// `mailbake build` into `out`.
