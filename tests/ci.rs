@@ -110,7 +110,7 @@ fn readme_example_bakes_every_artifact_from_a_clean_out() {
     assert!(stderr.contains("setup-host: ready"), "{stderr}");
 
     let dir = checkout.join("out/example");
-    let sums = fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let sums = read_artifact(&dir.join("SHA256SUMS"));
     let listed: BTreeMap<String, String> = sums
         .lines()
         .map(|l| {
@@ -146,7 +146,7 @@ fn readme_example_bakes_every_artifact_from_a_clean_out() {
     for (name, digest) in &listed {
         assert_eq!(&sha256_hex(&dir.join(name)), digest, "{name}");
     }
-    let table = fs::read_to_string(dir.join("dns/records.txt")).unwrap();
+    let table = read_artifact(&dir.join("dns/records.txt"));
     assert!(table.contains("MX"), "{table}");
     assert!(
         stdout.contains(table.trim()),
@@ -160,13 +160,23 @@ fn readme_example_bakes_every_artifact_from_a_clean_out() {
     let info: serde_json::Value = serde_json::from_str(&info).unwrap();
     assert_eq!(info["format"], "qcow2", "{info}");
     run(Command::new("qemu-img").arg("check").arg(&image));
-    let line = fs::read_to_string(checkout.join("out/example.qcow2.sha256")).unwrap();
+    let line = read_artifact(&checkout.join("out/example.qcow2.sha256"));
     assert_eq!(
         line,
         format!("{}  example.qcow2\n", sha256_hex(&image)),
         "out/example.qcow2.sha256"
     );
     eprintln!("example artifacts:\n{sums}{line}");
+}
+
+/// An artifact ./scripts/example should have written.
+fn read_artifact(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}: ./scripts/example said it succeeded but did not write it",
+            path.display()
+        )
+    })
 }
 
 /// Paths of the regular files under `dir`, relative to `root`, sorted.

@@ -242,3 +242,37 @@ fn tail(bytes: &[u8]) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options_for(mirror: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let source = Source {
+            suite: "forky".into(),
+            component: "main".into(),
+        };
+        let state = AptState::prepare(dir.path(), &source, &[], mirror).unwrap();
+        state
+            .options()
+            .into_iter()
+            .map(|o| o.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A snapshot's Release files are past their Valid-Until by design: apt is told to accept
+    /// that for a snapshot URL, and only for one.
+    #[test]
+    fn only_a_snapshot_skips_the_valid_until_check() {
+        if !Path::new(DEBIAN_KEYRING).exists() {
+            panic!("{DEBIAN_KEYRING} is missing: run scripts/setup-host");
+        }
+        let off = "Acquire::Check-Valid-Until=false".to_string();
+        assert!(
+            options_for("https://snapshot.debian.org/archive/debian/20261201T000000Z")
+                .contains(&off)
+        );
+        assert!(!options_for("http://deb.debian.org/debian").contains(&off));
+    }
+}
