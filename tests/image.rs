@@ -629,20 +629,19 @@ fn a_base_disk_too_small_for_the_overlay_grows_its_root_and_size_only_grows_it()
     assert_eq!(fs::metadata(&d).expect("d").len(), 256 << 20);
 }
 
-#[test]
-fn a_disk_without_the_root_label_is_refused_naming_its_partitions() {
-    let work = tempfile::tempdir().expect("tempdir");
-    let base = small_disk(work.path(), "something-else", 8);
-    let overlay = work.path().join("overlay.tar");
+/// `mailbake image` of `base` (pinned by its own digest) with a small overlay, which must
+/// fail with exit 1, write nothing and offer a fix; returns its error text.
+fn refused_image(dir: &Path, base: &Path) -> String {
+    let overlay = dir.join("overlay.tar");
     overlay_with_a_file_of(&overlay, 1);
-    let out_dir = work.path().join("out");
+    let out_dir = dir.join("out");
     fs::create_dir(&out_dir).expect("out");
     let out = Command::new(env!("CARGO_BIN_EXE_mailbake"))
         .args(["image", "--base"])
-        .arg(&base)
+        .arg(base)
         .args([
             "--base-sha256",
-            &mailbake::image::digest(&base).expect("digest"),
+            &mailbake::image::digest(base).expect("digest"),
         ])
         .arg("--overlay")
         .arg(&overlay)
@@ -650,19 +649,28 @@ fn a_disk_without_the_root_label_is_refused_naming_its_partitions() {
         .arg(out_dir.join("x.qcow2"))
         .output()
         .expect("run mailbake");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("fix:"), "{err}");
+    assert_eq!(
+        fs::read_dir(&out_dir).expect("out").count(),
+        0,
+        "something was written: {err}"
+    );
+    err
+}
+
+#[test]
+fn a_disk_without_the_root_label_is_refused_naming_its_partitions() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let base = small_disk(work.path(), "something-else", 8);
+    let err = refused_image(work.path(), &base);
     assert!(
         err.contains("0 partitions hold an ext4 filesystem labelled `cloudimg-rootfs`"),
         "{err}"
     );
     assert!(err.contains("1: ext label \"something-else\""), "{err}");
     assert!(err.contains("fix:"), "{err}");
-    assert_eq!(
-        fs::read_dir(&out_dir).expect("out").count(),
-        0,
-        "something was written"
-    );
 }
 
 #[test]
@@ -680,34 +688,11 @@ fn a_root_tarball_without_a_kernel_is_refused_naming_the_disk_image_to_use() {
         add_dir(&mut b, "boot");
         b.finish().expect("finish");
     }
-    let overlay = work.path().join("overlay.tar");
-    overlay_with_a_file_of(&overlay, 1);
-    let out_dir = work.path().join("out");
-    fs::create_dir(&out_dir).expect("out");
-    let out = Command::new(env!("CARGO_BIN_EXE_mailbake"))
-        .args(["image", "--base"])
-        .arg(&base)
-        .args([
-            "--base-sha256",
-            &mailbake::image::digest(&base).expect("digest"),
-        ])
-        .arg("--overlay")
-        .arg(&overlay)
-        .arg("--out")
-        .arg(out_dir.join("x.qcow2"))
-        .output()
-        .expect("run mailbake");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_image(work.path(), &base);
     eprintln!("{err}");
-    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("a root tarball with no kernel"), "{err}");
     assert!(
         err.contains("--base ubuntu-22.04-server-cloudimg-amd64.img"),
         "{err}"
-    );
-    assert_eq!(
-        fs::read_dir(&out_dir).expect("out").count(),
-        0,
-        "something was written"
     );
 }
