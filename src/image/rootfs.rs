@@ -671,26 +671,46 @@ pub fn newest_kernel(root: &Path) -> Result<Option<String>, ImageError> {
             });
         }
     };
-    let mut best: Option<String> = None;
+    let mut names = Vec::new();
     for e in rd {
         let e = e.map_err(ImageError::io(&boot))?;
-        let name = e.file_name();
-        let Some(ver) = name.to_str().and_then(|n| n.strip_prefix("vmlinuz-")) else {
-            continue;
-        };
-        if !boot.join(format!("initrd.img-{ver}")).exists() {
-            continue;
-        }
-        if best.as_deref().is_none_or(|b| version_cmp(ver, b).is_gt()) {
-            best = Some(ver.to_string());
+        if let Some(name) = e.file_name().to_str() {
+            names.push(name.to_string());
         }
     }
-    Ok(best)
+    Ok(newest_kernel_in(&names))
+}
+
+/// Of the file names in a `/boot`, the newest kernel version `<ver>` whose `vmlinuz-<ver>` has
+/// its `initrd.img-<ver>` beside it: the one a base boots. Shared by both kinds of base.
+pub fn newest_kernel_in(names: &[String]) -> Option<String> {
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix("vmlinuz-"))
+        .filter(|v| names.iter().any(|n| *n == format!("initrd.img-{v}")))
+        .max_by(|a, b| version_cmp(a, b))
+        .map(str::to_string)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_kernel_with_an_initrd_is_chosen() {
+        let names: Vec<String> = [
+            "vmlinuz-6.1.0-9-amd64",
+            "initrd.img-6.1.0-9-amd64",
+            "vmlinuz-6.1.0-10-amd64",
+            "initrd.img-6.1.0-10-amd64",
+            "vmlinuz-6.1.0-11-amd64",
+            "config-6.1.0-11-amd64",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(newest_kernel_in(&names).as_deref(), Some("6.1.0-10-amd64"));
+        assert_eq!(newest_kernel_in(&names[4..]), None);
+    }
 
     #[test]
     fn kernel_versions_sort_numerically() {

@@ -32,7 +32,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 
 use self::plan::{Attrs, BaseTree, EntryKind, Node, Planner};
-use super::rootfs::{Input, version_cmp};
+use super::rootfs::{Input, newest_kernel_in};
 use super::{ImageError, ROOT_LABEL, progress, run_tool};
 
 /// Free space left in the root filesystem after the overlay: the first boot writes logs,
@@ -93,12 +93,7 @@ impl RootFs {
             Err(ext4_view::Ext4Error::NotFound) => return Ok(None),
             Err(e) => return Err(Self::err("/boot", e)),
         };
-        Ok(names
-            .iter()
-            .filter_map(|n| n.strip_prefix("vmlinuz-"))
-            .filter(|v| names.iter().any(|n| *n == format!("initrd.img-{v}")))
-            .max_by(|a, b| version_cmp(a, b))
-            .map(str::to_string))
+        Ok(newest_kernel_in(&names))
     }
 }
 
@@ -288,10 +283,14 @@ struct Space {
 
 fn space(disk: &Path, offset: u64) -> Result<Space, ImageError> {
     let mut f = File::open(disk).map_err(ImageError::io(disk))?;
-    let mut sb = [0u8; 0x160];
-    f.seek(SeekFrom::Start(offset + 1024))
-        .and_then(|_| f.read_exact(&mut sb))
-        .map_err(ImageError::io(disk))?;
+    let sb = partitions::superblock(&mut f, offset)
+        .map_err(ImageError::io(disk))?
+        .ok_or_else(|| {
+            ImageError::Ext4(format!(
+                "{}: no ext filesystem at byte {offset}",
+                disk.display()
+            ))
+        })?;
     let u32_at = |o: usize| u64::from(u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]));
     let incompat = u32_at(0x60);
     let wide = incompat & 0x80 != 0;

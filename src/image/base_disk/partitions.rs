@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::image::{ImageError, run_tool};
 
 const SECTOR: u64 = 512;
-/// Where an ext2/3/4 superblock starts inside its filesystem, and its fields we read.
+/// Where an ext2/3/4 superblock starts inside its filesystem, and its magic number.
 const SUPERBLOCK: u64 = 1024;
 const EXT_MAGIC: u16 = 0xEF53;
 
@@ -82,19 +82,27 @@ pub fn read(disk: &Path) -> Result<Vec<Partition>, ImageError> {
         .collect()
 }
 
-/// The label of the ext2/3/4 filesystem at the start of `p`, if it holds one.
-fn ext_label(disk: &mut File, p: &Partition) -> std::io::Result<Option<String>> {
-    let mut sb = [0u8; 0x88];
-    disk.seek(SeekFrom::Start(p.start + SUPERBLOCK))?;
+/// Bytes of an ext superblock that mailbake reads (through `s_free_blocks_count_hi`).
+pub const SUPERBLOCK_LEN: usize = 0x160;
+
+/// The superblock of the ext2/3/4 filesystem that starts at byte `fs_start` of `disk`, if one
+/// is there (its magic checked).
+pub fn superblock(disk: &mut File, fs_start: u64) -> std::io::Result<Option<[u8; SUPERBLOCK_LEN]>> {
+    let mut sb = [0u8; SUPERBLOCK_LEN];
+    disk.seek(SeekFrom::Start(fs_start + SUPERBLOCK))?;
     if disk.read_exact(&mut sb).is_err() {
         return Ok(None);
     }
-    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != EXT_MAGIC {
-        return Ok(None);
-    }
-    let label = &sb[0x78..0x88];
-    let end = label.iter().position(|&b| b == 0).unwrap_or(label.len());
-    Ok(Some(String::from_utf8_lossy(&label[..end]).into_owned()))
+    Ok((u16::from_le_bytes([sb[0x38], sb[0x39]]) == EXT_MAGIC).then_some(sb))
+}
+
+/// The label of the ext2/3/4 filesystem at the start of `p`, if it holds one.
+fn ext_label(disk: &mut File, p: &Partition) -> std::io::Result<Option<String>> {
+    Ok(superblock(disk, p.start)?.map(|sb| {
+        let label = &sb[0x78..0x88];
+        let end = label.iter().position(|&b| b == 0).unwrap_or(label.len());
+        String::from_utf8_lossy(&label[..end]).into_owned()
+    }))
 }
 
 /// The one partition holding an ext4 filesystem labelled `label`: found by its label, not its
