@@ -11,8 +11,8 @@ can check it separately.
 Common options: --timeout SECONDS (default 30), --helo NAME (default probe.mailbake.test; given
 explicitly so smtplib does not resolve the host's own name).
 
-  banner HOST PORT
-      The greeting.  {"code": 220, "banner": "mx ESMTP ...", "line": "220 mx ESMTP ..."}
+  banner HOST PORT [--source ADDR]
+      The greeting (--source: connect from this local address).  {"code": 220, "banner": "mx ESMTP ...", "line": "220 mx ESMTP ..."}
 
   ehlo HOST PORT [--mode plain|starttls|tls]
       EHLO extensions, after STARTTLS / on implicit TLS with --mode.
@@ -25,12 +25,13 @@ explicitly so smtplib does not resolve the host's own name).
 
   submit HOST PORT --mode plain|starttls|tls [--user U --password P] --from A --to B [--to C]
          [--subject S] [--body-file F | --message-file F] [--source ADDR]
-         [--dkim-key PEM --dkim-selector S [--tamper]]
+         [--dkim-key PEM --dkim-selector S [--tamper] [--forged-header H]]
       Sends one message (AUTH PLAIN/LOGIN when --user is given). --body-file: the body of a
       generated message; --message-file: a complete message sent byte for byte. --source:
       connect from this local address. --dkim-key: sign the message with dkimpy for the
       domain of --from (relaxed/relaxed, rsa-sha256) first; --tamper: then change its body,
-      so the signature must fail.
+      so the signature must fail; --forged-header "NAME: VALUE" (repeatable): then put this
+      header line on top, outside the signature.
       {"accepted": true, "stage": "data", "code": 250, "message": "2.0.0 queued",
        "message_id": "<...@example.test>"}
       On refusal: accepted false and stage one of connect|starttls|auth|mail|rcpt|data.
@@ -144,7 +145,8 @@ def quit_quietly(s):
 
 
 def cmd_banner(args):
-    s = smtplib.SMTP(local_hostname=args.helo, timeout=args.timeout)
+    source = (args.source, 0) if args.source else None
+    s = smtplib.SMTP(local_hostname=args.helo, timeout=args.timeout, source_address=source)
     try:
         code, msg = s.connect(args.host, args.port)
     except OSError as e:
@@ -204,6 +206,10 @@ def dkim_sign(args, data):
     sig = dkim.sign(data, args.dkim_selector.encode(), domain.encode(), key,
                     canonicalize=(b"relaxed", b"relaxed"), include_headers=headers)
     data = sig + data
+    if args.forged_header:
+        # Above the signature, as a forger would put it: an Authentication-Results of its
+        # own that a reader picking headers by position would take for the receiver's.
+        data = b"".join(h.encode() + b"\r\n" for h in args.forged_header) + data
     if args.tamper:
         data = data.replace(b"Sent by qemu-tests/probe.py.", b"Sent by someone else.")
     return data
@@ -441,7 +447,8 @@ def main():
         sp.add_argument("port", type=int)
         return sp
 
-    hp("banner")
+    sp = hp("banner")
+    sp.add_argument("--source")
     sp = hp("ehlo")
     sp.add_argument("--mode", choices=["plain", "starttls", "tls"], default="plain")
     sp = hp("auth-before-tls")
@@ -461,6 +468,7 @@ def main():
     sp.add_argument("--dkim-key")
     sp.add_argument("--dkim-selector", default="s1")
     sp.add_argument("--tamper", action="store_true")
+    sp.add_argument("--forged-header", action="append", default=[])
     sp = hp("burst")
     sp.add_argument("--mode", choices=["starttls", "tls"], required=True)
     sp.add_argument("--user", required=True)

@@ -89,6 +89,7 @@ pub fn zones(
     let mut v6_reverse = vec![
         format!("{} IN PTR {MX6_NAME}.", ip6_arpa(MX6)),
         format!("{} IN PTR {SENDER_NAME}.", ip6_arpa(SENDER6)),
+        format!("{} IN PTR stranger.{SENDER_DOMAIN}.", ip6_arpa(STRANGER6)),
     ];
     for (name, target) in site_ptrs {
         let line = format!("{name}. IN PTR {}.", target.trim_end_matches('.'));
@@ -125,6 +126,7 @@ pub fn zones(
                 format!("mta IN A {SENDER4}"),
                 format!("mta IN AAAA {SENDER6}"),
                 format!("stranger IN A {STRANGER4}"),
+                format!("stranger IN AAAA {STRANGER6}"),
                 format!("liar IN A {SENDER4}"),
             ],
         ),

@@ -54,6 +54,9 @@ pub struct ReceiverOptions {
 pub struct Delivered {
     pub path: PathBuf,
     pub data: Vec<u8>,
+    /// The receiver's authserv-id: the name its `Authentication-Results` starts with
+    /// (rspamd takes Postfix's `myhostname`, which the milter passes as the MTA's name).
+    pub authserv_id: String,
 }
 
 impl Delivered {
@@ -79,9 +82,20 @@ impl Delivered {
         self.header("X-Original-To").unwrap_or_default()
     }
 
-    /// rspamd's `Authentication-Results` (the first one: the receiver's).
+    /// The receiver's own `Authentication-Results`: the one whose authserv-id is the
+    /// receiver's (RFC 8601 §2.5), wherever it stands. Any other, whatever its position, is
+    /// someone else's claim; empty if the receiver wrote none.
     pub fn authentication_results(&self) -> String {
-        self.header("Authentication-Results").unwrap_or_default()
+        self.headers("Authentication-Results")
+            .into_iter()
+            .find(|v| {
+                let id = v.split(';').next().unwrap_or_default();
+                // An authserv-id may be followed by a version number (RFC 8601 §2.2).
+                id.split_whitespace()
+                    .next()
+                    .is_some_and(|id| id.eq_ignore_ascii_case(&self.authserv_id))
+            })
+            .unwrap_or_default()
     }
 
     /// The `Received` header Postfix wrote (the topmost).
@@ -142,6 +156,8 @@ pub struct Receiver {
     rspamd: Option<Child>,
     /// Where Postfix listens (port 25 on each), to know when it answers again.
     addresses: Vec<String>,
+    /// Its `Authentication-Results` name (Postfix's `myhostname`).
+    authserv_id: String,
 }
 
 impl Receiver {
@@ -160,6 +176,7 @@ impl Receiver {
             postfix: None,
             rspamd: None,
             addresses: opts.addresses.clone(),
+            authserv_id: opts.hostname.clone(),
         };
         receiver.write_rspamd(opts)?;
         receiver.write_postfix(opts)?;
@@ -519,7 +536,11 @@ impl Receiver {
             .into_iter()
             .filter_map(|path| {
                 let data = fs::read(&path).ok()?;
-                Some(Delivered { path, data })
+                Some(Delivered {
+                    path,
+                    data,
+                    authserv_id: self.authserv_id.clone(),
+                })
             })
             .collect()
     }

@@ -10,7 +10,7 @@
 //!       198.51.100.25                   MX of gmail4.test (IPv4 only)
 //!       2001:db8:25::25                 MX of gmail6.test (IPv6 only)
 //!       198.51.100.80, 2001:db8:80::80  the third-party sender sender.test
-//!       198.51.100.66                   a stranger no SPF record lists
+//!       198.51.100.66, 2001:db8:66::66  a stranger no SPF record lists
 //!       198.51.100.67                   a host whose PTR does not confirm forward
 //!       198.51.100.14                   the ACME CA (pebble)
 //! ```
@@ -36,12 +36,13 @@ pub const MX6: &str = "2001:db8:25::25";
 pub const SENDER4: &str = "198.51.100.80";
 pub const SENDER6: &str = "2001:db8:80::80";
 pub const STRANGER4: &str = "198.51.100.66";
+pub const STRANGER6: &str = "2001:db8:66::66";
 pub const LIAR4: &str = "198.51.100.67";
 pub const ACME4: &str = "198.51.100.14";
 
 /// Every address of the internet's hosts (on the namespace's `lo`).
-pub const INTERNET: [&str; 9] = [
-    DNS4, DNS6, MX4, MX6, SENDER4, SENDER6, STRANGER4, LIAR4, ACME4,
+pub const INTERNET: [&str; 10] = [
+    DNS4, DNS6, MX4, MX6, SENDER4, SENDER6, STRANGER4, STRANGER6, LIAR4, ACME4,
 ];
 
 /// The Gmail stand-in reached over IPv4 only, and the one reached over IPv6 only.
