@@ -11,7 +11,8 @@
 //! issuance), a build puts it into the seed, and the first boot serves it on 25 (STARTTLS),
 //! 587 and 465 before the host's own renewal timer has run; the timer then renews nothing.
 //! `mailbake drain` reports a message to a receiver that is down, exports it, and empties
-//! the queue once the receiver is up, port 25 closed all along. A reinstall (a second build,
+//! the queue once the receiver is up, port 25 closed all along; the last run is `--all`,
+//! which closes 587 and 465 too. A reinstall (a second build,
 //! a wiped disk) boots on the same certificate: over two builds and two boots pebble issued
 //! one certificate. The exported message, put into the new host's queue, is delivered.
 //! Then the host's own ACME: with its lego state wiped it obtains a certificate itself, a
@@ -129,7 +130,17 @@ impl Acme {
 
     /// Whether port 25 accepts connections now.
     fn port_25_answers(&self) -> bool {
-        probe_in(&self.net, &["--timeout", "5", "banner", GUEST4, "25"]).is_ok()
+        self.port_answers(25)
+    }
+
+    /// Whether the guest's `port` greets now (465 over TLS, the others in plain text).
+    fn port_answers(&self, port: u16) -> bool {
+        let port = port.to_string();
+        let mut args = vec!["--timeout", "5", "ehlo", GUEST4, &port];
+        if port == "465" {
+            args.extend(["--mode", "tls"]);
+        }
+        probe_in(&self.net, &args).is_ok()
     }
 }
 
@@ -416,26 +427,38 @@ fn drain_phases(phases: &mut Phases, t: &Acme) {
         let item = QueueItem::parse("m:x", &fs::read(&items[0]).expect("item")).expect("parses");
         assert_eq!(item.to, [DRAIN_RCPT]);
     });
-    phases.run("drain: with the receiver up the queue empties, port 25 stays closed", || {
-        let inbox = t.net.enter(|| {
-            ok(Inbox::start(SocketAddr::new(MX4.parse().expect("MX4"), 25)))
-        });
-        let o = t.drain(&["--timeout", "120s"]);
-        let said = text(&o.stdout);
-        assert!(o.status.success(), "{said}\n{}", text(&o.stderr));
-        assert!(
-            said.contains("smtp.example.com: port 25 closed, submission (587, 465) open; the queue is empty"),
-            "{said}"
-        );
-        let m = ok(inbox.wait_for(
-            |m| m.header("Subject").as_deref() == Some(DRAIN_SUBJECT),
-            Duration::from_secs(30),
-        ));
-        assert_eq!(m.rcpt_to, [DRAIN_RCPT]);
-        assert!(!t.port_25_answers(), "port 25 stays closed after the drain");
-        let empty = t.guest.ssh("sudo ls /var/lib/chasquid/queue");
-        assert!(!empty.contains("m:"), "the guest's queue: {empty}");
-    });
+    phases.run(
+        "drain --all: with the receiver up the queue empties, 25, 587 and 465 close",
+        || {
+            assert!(
+                t.port_answers(587) && t.port_answers(465),
+                "submission is open before drain --all"
+            );
+            let inbox = t
+                .net
+                .enter(|| ok(Inbox::start(SocketAddr::new(MX4.parse().expect("MX4"), 25))));
+            let o = t.drain(&["--all", "--timeout", "120s"]);
+            let said = text(&o.stdout);
+            assert!(o.status.success(), "{said}\n{}", text(&o.stderr));
+            assert!(
+                said.contains("smtp.example.com: ports 25, 587 and 465 closed; the queue is empty"),
+                "{said}"
+            );
+            let m = ok(inbox.wait_for(
+                |m| m.header("Subject").as_deref() == Some(DRAIN_SUBJECT),
+                Duration::from_secs(30),
+            ));
+            assert_eq!(m.rcpt_to, [DRAIN_RCPT]);
+            for port in [25, 587, 465] {
+                assert!(
+                    !t.port_answers(port),
+                    "port {port} is closed after drain --all"
+                );
+            }
+            let empty = t.guest.ssh("sudo ls /var/lib/chasquid/queue");
+            assert!(!empty.contains("m:"), "the guest's queue: {empty}");
+        },
+    );
 }
 
 /// docs/upgrade.md's re-injection: the exported item into the new host's queue, a restart.

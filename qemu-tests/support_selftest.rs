@@ -229,6 +229,7 @@ fn burst_tally_counts_lost_duplicated_and_unanswered() {
             path: PathBuf::from(format!("/m{k}")),
             data: format!("Message-ID: <t.{k}@example.com>\r\nSubject: t {k}\r\n\r\nx\r\n")
                 .into_bytes(),
+            authserv_id: "mx.test".into(),
         })
         .collect();
     let attempts = [
@@ -876,4 +877,121 @@ fn probe_dkim_verify_checks_rsa_and_ed25519_against_the_records_only() {
     // No signature at all: non-zero.
     let err = dkim_verify(&records_path, message).expect_err("unsigned message");
     assert!(err.contains("no DKIM-Signature"), "{err}");
+}
+
+#[test]
+fn phases_report_every_failed_check_and_go_on() {
+    let mut phases = testkit::Phases::new("selftest");
+    let mut ran = Vec::new();
+    phases.check("first check", || ran.push("first"));
+    phases.check("a broken check", || {
+        panic!("the broken check's reason\nsecond line")
+    });
+    phases.check("a check after it", || ran.push("after"));
+    let value = phases.run("a phase that makes something", || 42);
+    assert_eq!(value, 42);
+    assert_eq!(
+        ran,
+        ["first", "after"],
+        "the check after the broken one still ran"
+    );
+    let summary = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| phases.summary()))
+        .expect_err("a failed check fails the summary");
+    let message = summary
+        .downcast_ref::<String>()
+        .expect("the summary's message");
+    assert!(
+        message.contains("1 check(s) failed")
+            && message.contains("a broken check: the broken check's reason")
+            && !message.contains("second line"),
+        "{message}"
+    );
+
+    let mut clean = testkit::Phases::new("selftest");
+    clean.check("only check", || ());
+    clean.summary();
+}
+
+#[test]
+fn a_failed_run_phase_stops_the_test_with_its_own_message() {
+    let mut phases = testkit::Phases::new("selftest");
+    let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        phases.run("needed by later phases", || -> u8 { panic!("no network") })
+    }))
+    .expect_err("a failed run phase propagates");
+    assert_eq!(stopped.downcast_ref::<&str>(), Some(&"no network"));
+}
+
+#[test]
+fn verdicts_come_from_the_receivers_own_authentication_results_wherever_it_stands() {
+    let message = |headers: &str| Delivered {
+        path: PathBuf::from("/m"),
+        data: format!("{headers}From: a@sender.test\r\n\r\nbody\r\n").into_bytes(),
+        authserv_id: "mx.gmail4.test".into(),
+    };
+    // A forger's claim on top, the receiver's own below it, folded over two lines.
+    let forged_first = message(
+        "Authentication-Results: sender.test; spf=pass smtp.mailfrom=sender.test;\r\n\
+         \tdkim=pass header.d=sender.test; dmarc=pass header.from=sender.test\r\n\
+         Authentication-Results: MX.gmail4.test 1; dkim=fail header.d=sender.test;\r\n\
+         \tspf=fail smtp.mailfrom=sender.test; dmarc=fail header.from=sender.test\r\n",
+    );
+    assert_eq!(
+        forged_first.verdicts("dmarc"),
+        ["fail header.from=sender.test"]
+    );
+    assert_eq!(
+        forged_first.verdicts("spf"),
+        ["fail smtp.mailfrom=sender.test"]
+    );
+    assert!(
+        forged_first
+            .authentication_results()
+            .starts_with("MX.gmail4.test 1;")
+    );
+    // Only a claim by someone else: no verdict at all, never the claim's.
+    let only_forged =
+        message("Authentication-Results: mx.gmail4.test.evil; dmarc=pass header.from=x\r\n");
+    assert_eq!(only_forged.authentication_results(), "");
+    assert_eq!(only_forged.verdicts("dmarc"), Vec::<String>::new());
+}
+
+/// testssl's protocol findings as it wrote them for chasquid 1.19 on 25 (STARTTLS): chasquid
+/// answers a refused handshake with `554 5.5.0 Error in TLS handshake`, which testssl words
+/// "likely not offered". That is a refusal; only findings starting with "offered" are offers.
+#[test]
+fn testssl_likely_not_offered_is_a_refusal() {
+    use testkit::tls_scan::{Finding, TlsReport};
+    let finding = |id: &str, finding: &str| Finding {
+        id: id.into(),
+        severity: "INFO".into(),
+        finding: finding.into(),
+    };
+    let report = TlsReport {
+        target: "203.0.113.10:25".into(),
+        findings: vec![
+            finding("SSLv2", "not offered"),
+            finding("SSLv3", "not offered"),
+            finding("TLS1", "likely not offered"),
+            finding(
+                "TLS1",
+                "received 4xx/5xx after STARTTLS handshake, rerun with DEBUG>=2 or --ssl-native",
+            ),
+            finding("TLS1_1", "not offered"),
+            finding("TLS1_2", "offered"),
+            finding("TLS1_3", "offered with final"),
+        ],
+        seconds: 1.0,
+    };
+    assert_eq!(report.offered_protocols(), ["TLS1_2", "TLS1_3"]);
+    for refused in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert!(report.refuses(refused), "{refused}");
+    }
+    assert!(!report.refuses("TLS1_2"));
+    let deprecated = TlsReport {
+        findings: vec![finding("TLS1", "offered (deprecated)")],
+        ..report
+    };
+    assert_eq!(deprecated.offered_protocols(), ["TLS1"]);
+    assert!(!deprecated.refuses("TLS1"));
 }

@@ -1,7 +1,8 @@
-//! What a 250 is worth (issue 11): bursts of uniquely named messages (`testkit::burst`),
-//! each counted at the receiver by its Message-ID, across the three ways a host stops:
+//! What a 250 is worth: bursts of uniquely named messages (`testkit::burst`), each counted
+//! at the receiver by its Message-ID, across the three ways a host stops:
 //!
-//! - a clean reboot with the receiver unreachable, so all of them wait in the queue;
+//! - a clean reboot with the receiver unreachable, so all of them wait in the queue (queued
+//!   here, rebooted by mail_flow.rs's reboot phase, which checks queue and secrets too);
 //! - `systemctl restart chasquid` in the middle of a burst, while the earlier ones are being
 //!   delivered;
 //! - a power cut: the receiver unreachable, and QEMU killed (SIGKILL) the moment the last
@@ -24,22 +25,56 @@ use mailbake::boot::Firmware;
 
 use super::{MailFlow, PASSWORD, TO4, boot_again};
 
-/// Messages per burst (issue 11: at least 20).
+/// Messages per burst (docs/durability.md: at least 20).
 const BURST: usize = 20;
-/// How long a queue may take to drain once the receiver is back.
+/// How long a queue may take to drain once the receiver is back: a first attempt (all at
+/// once, when chasquid starts or accepts), then, if that did not empty the queue, a retry the
+/// test triggers itself (below), and as long again for that.
 const DRAIN: Duration = Duration::from_secs(360);
+/// When the test triggers the retry. chasquid's own next attempt comes minutes after a
+/// failed one (with jitter), so a bound on it would report a timeout where the first
+/// attempt's failure is the real cause; restarting chasquid makes it try every queued
+/// message at once, and the first attempt's errors are printed before that.
+const RETRY_AFTER: Duration = Duration::from_secs(120);
 
 pub fn phases(phases: &mut Phases, t: &mut MailFlow) {
     phases.watch(t.guest.evidence_source());
-    phases.run("a clean reboot with 20 queued delivers them all", || {
-        clean_reboot(t)
-    });
     phases.run(
         "systemctl restart chasquid in a burst of 20 loses none",
         || restart_in_burst(t),
     );
     phases.run("power cut right after 20 x 250 loses none", || power_cut(t));
     t.guest.shutdown();
+}
+
+/// A burst queued while the receiver is down, to be counted after a clean reboot (the
+/// reboot itself is `reboot` in mail_flow.rs, which checks queue and secrets too).
+pub struct QueuedBurst {
+    tag: String,
+    attempts: Vec<Attempt>,
+}
+
+/// Pauses the receiver and submits a burst: every message answered 250, all of them queued,
+/// none delivered.
+pub fn queue_burst(t: &mut MailFlow) -> QueuedBurst {
+    let tag = tag("reboot");
+    testkit::ok(t.internet.receiver.pause());
+    let attempts = testkit::ok(burst(&tag).run(&t.net, |_, _| Next::Continue));
+    all_accepted("before the reboot", &attempts);
+    assert_eq!(queued(t, &tag), BURST, "all of them wait in the queue");
+    let before = Tally::count(&attempts, &t.internet.receiver.messages());
+    assert_eq!(
+        before.delivered, 0,
+        "nothing got through while the receiver was down"
+    );
+    QueuedBurst { tag, attempts }
+}
+
+/// After the reboot (the receiver resumed): the burst drains, none lost.
+pub fn burst_delivered(t: &MailFlow, queued: &QueuedBurst) {
+    let tally = drained(t, &queued.tag, &queued.attempts);
+    assert_none_lost("clean reboot", &tally, t);
+    assert_eq!(tally.delivered, BURST);
 }
 
 /// A tag no earlier message of this test carries.
@@ -77,8 +112,19 @@ fn queued(t: &MailFlow, tag: &str) -> usize {
 fn drained(t: &MailFlow, tag: &str, attempts: &[Attempt]) -> Tally {
     let started = Instant::now();
     let mut empty_since: Option<Instant> = None;
+    let mut retried = false;
     loop {
         let left = queued(t, tag);
+        if left > 0 && !retried && started.elapsed() > RETRY_AFTER {
+            retried = true;
+            eprintln!(
+                "mail_flow: {tag}: {left} message(s) still queued after {RETRY_AFTER:?}; \
+                 chasquid's delivery errors so far:\n{}\nmail_flow: {tag}: restarting \
+                 chasquid to retry them now",
+                delivery_errors(t)
+            );
+            t.guest.ssh("sudo systemctl restart chasquid.service");
+        }
         let tally = Tally::count(attempts, &t.internet.receiver.messages());
         if left == 0 {
             let since = *empty_since.get_or_insert_with(Instant::now);
@@ -95,12 +141,21 @@ fn drained(t: &MailFlow, tag: &str, attempts: &[Attempt]) -> Tally {
         }
         assert!(
             started.elapsed() < DRAIN,
-            "{tag}: {left} message(s) still queued after {DRAIN:?} ({tally})\n{}\n{}",
+            "{tag}: {left} message(s) still queued after {DRAIN:?}, retried once \
+             ({tally})\ndelivery errors:\n{}\n{}\n{}",
+            delivery_errors(t),
             queue_evidence(t),
             t.internet.receiver.logs()
         );
         std::thread::sleep(Duration::from_secs(5));
     }
+}
+
+/// chasquid's log lines of this boot about failed or deferred deliveries.
+fn delivery_errors(t: &MailFlow) -> String {
+    t.guest.ssh(
+        "sudo journalctl -b -u chasquid.service --no-pager -o cat | grep -iE 'fail|error|defer|timeout|refused' | tail -20 || true",
+    )
 }
 
 /// The queue directory's attributes (`D`: synchronous directory updates, from the image's
@@ -129,25 +184,6 @@ fn assert_none_lost(what: &str, tally: &Tally, t: &MailFlow) {
         "{what}: accepted messages were lost: {tally}\n{}",
         queue_evidence(t)
     );
-}
-
-fn clean_reboot(t: &mut MailFlow) {
-    let tag = tag("reboot");
-    testkit::ok(t.internet.receiver.pause());
-    let attempts = testkit::ok(burst(&tag).run(&t.net, |_, _| Next::Continue));
-    all_accepted("before the reboot", &attempts);
-    assert_eq!(queued(t, &tag), BURST, "all of them wait in the queue");
-    let before = Tally::count(&attempts, &t.internet.receiver.messages());
-    assert_eq!(
-        before.delivered, 0,
-        "nothing got through while the receiver was down"
-    );
-    let receiver = &mut t.internet.receiver;
-    t.guest.reboot_then(|| testkit::ok(receiver.resume()));
-    t.guest.wait_booted();
-    let tally = drained(t, &tag, &attempts);
-    assert_none_lost("clean reboot", &tally, t);
-    assert_eq!(tally.delivered, BURST);
 }
 
 fn restart_in_burst(t: &mut MailFlow) {

@@ -116,22 +116,22 @@ pub fn dnsbl_zone(listed: &[&str]) -> Zone {
 }
 
 pub fn phases(phases: &mut Phases, t: &MailFlow) {
-    phases.run("verify: all green from inside the test network", || {
+    phases.check("verify: all green from inside the test network", || {
         all_green(t)
     });
-    phases.run("verify: listed in the block list", || dnsbl_listing(t));
-    phases.run("verify: a wrong IPv6 PTR", || wrong_ipv6_ptr(t));
-    phases.run(
+    phases.check("verify: listed in the block list", || dnsbl_listing(t));
+    phases.check("verify: a wrong IPv6 PTR", || wrong_ipv6_ptr(t));
+    phases.check(
         "verify: SPF that does not authorise the IPv6 address",
         || spf_without_ipv6(t),
     );
-    phases.run("verify: a stale DKIM key in the zone", || stale_dkim_key(t));
-    phases.run("verify: the DMARC record removed", || dmarc_removed(t));
-    phases.run("verify: a certificate for another name", || {
+    phases.check("verify: a stale DKIM key in the zone", || stale_dkim_key(t));
+    phases.check("verify: the DMARC record removed", || dmarc_removed(t));
+    phases.check("verify: a certificate for another name", || {
         wrong_certificate_name(t)
     });
-    phases.run("verify: an expired certificate", || expired_certificate(t));
-    phases.run("send-test on 465 and 587, judged pass", || send_test(t));
+    phases.check("verify: an expired certificate", || expired_certificate(t));
+    phases.check("send-test on 465 and 587, judged pass", || send_test(t));
 }
 
 /// One run of `mailbake verify --format json`.
@@ -344,9 +344,10 @@ fn edited(t: &MailFlow, origin: &str, owner: &str, rtype: &str, records: &[Strin
 fn with_zone<T>(t: &MailFlow, faulty: Zone, check: impl FnOnce() -> T) -> T {
     let original = testkit::ok(t.internet.dns.zone(&faulty.origin));
     testkit::ok(t.internet.dns.replace_zone(faulty));
-    let result = check();
+    // Restored whether the check passes or fails: the next phase must see the real zone.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
     testkit::ok(t.internet.dns.replace_zone(original));
-    result
+    result.unwrap_or_else(|failure| std::panic::resume_unwind(failure))
 }
 
 fn dnsbl_listing(t: &MailFlow) {
@@ -529,8 +530,10 @@ fn install_certificate(t: &MailFlow, cert: &CertFiles) {
 /// Serves `cert` while `check` runs, then the seed's certificate again.
 fn with_certificate(t: &MailFlow, cert: &CertFiles, check: impl FnOnce()) {
     install_certificate(t, cert);
-    check();
+    // Restored whether the check passes or fails: the next phase must see the real one.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
     install_certificate(t, &t.pki.good);
+    result.unwrap_or_else(|failure| std::panic::resume_unwind(failure))
 }
 
 /// What a bad certificate fails on every address: the named port-25 check, and the

@@ -61,45 +61,20 @@ fn rsa_certificate(config: &Path) {
     );
 }
 
-/// How a handshake with openssl went: the protocol it reports, or why it failed.
+/// A handshake with the server on loopback `port` (see [`testkit::tls_scan::handshake`]).
 fn handshake(
     port: u16,
     starttls: bool,
     version: &str,
     cipher: Option<&str>,
 ) -> Result<String, String> {
-    let mut cmd = Command::new("timeout");
-    // -brief: one "Protocol version: TLSv1.x" line once the handshake succeeded.
-    cmd.args(["20", "openssl", "s_client", "-brief", "-connect"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg(version);
-    if starttls {
-        cmd.args(["-starttls", "smtp"]);
-    }
-    // Debian's openssl offers TLS 1.0/1.1 (SHA-1 signatures) and RSA key exchange only at
-    // security level 0; the point is to see what the server accepts.
-    if version != "-tls1_3" {
-        cmd.args([
-            "-cipher",
-            &format!("{}@SECLEVEL=0", cipher.unwrap_or("DEFAULT")),
-        ]);
-    }
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("openssl runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let negotiated = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Protocol version: "))
-        .map(str::to_string);
-    negotiated.ok_or_else(|| {
-        text.lines()
-            .filter(|l| l.contains("error") || l.contains("alert"))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    })
+    testkit::tls_scan::handshake(
+        None,
+        &format!("127.0.0.1:{port}"),
+        starttls,
+        version,
+        cipher,
+    )
 }
 
 fn start(dir: &Path, env: Vec<(String, String)>) -> Chasquid {
