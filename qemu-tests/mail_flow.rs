@@ -11,16 +11,21 @@
 //! 465, no open relay, the receiver's SPF, DKIM (RSA and Ed25519), DMARC and iprev verdicts
 //! over IPv4 and over IPv6, the catch-all forwarding of a sender.test message, a second
 //! verifier agreeing, testssl on 25, 587 and 465; inside over SSH: IPv6, sysctl, hostname,
-//! modes, no failed units; no secret in the disk image; `mailbake verify` all green from
-//! inside the test network, then failing, with the fix, on each fault injected in turn (a
-//! DNSBL listing, a wrong IPv6 PTR, SPF without the IPv6 address, a stale DKIM key, DMARC
-//! removed, a certificate for another name, an expired one); `mailbake send-test` on 465 and
-//! 587 judged pass by the receiver; a reboot that keeps queue and secrets without re-applying
-//! the seed; a changed seed that is applied. Last, what a 250 is worth (issue 11): bursts of
-//! uniquely named messages counted at the receiver across a clean reboot, a `systemctl
-//! restart chasquid` and a power cut (QEMU killed right after the last 250): none lost.
+//! modes, no failed units; no secret in the disk image; docs/security.md's promises from the
+//! test network (`mail_flow/hardening.rs`: TLS 1.0 and 1.1 refused on every port, chasquid's
+//! running GODEBUG, the auth guard banning an address that keeps failing logins);
+//! `mailbake verify` all green from inside the test network, then failing, with the fix, on
+//! each fault injected in turn (a DNSBL listing, a wrong IPv6 PTR, SPF without the IPv6
+//! address, a stale DKIM key, DMARC removed, a certificate for another name, an expired one);
+//! `mailbake send-test` on 465 and 587 judged pass by the receiver; a clean reboot that keeps
+//! queue and secrets without re-applying the seed and delivers a burst queued while the
+//! receiver was down; a changed seed that is applied. Last, what a 250 is worth: bursts of
+//! uniquely named messages counted at the receiver across a `systemctl restart chasquid` and
+//! a power cut (QEMU killed right after the last 250): none lost.
 //!
-//! One guest, one topology, the checks as phases: add one as `testkit`'s docs say.
+//! One guest, one topology, the checks as phases: add one as `testkit`'s docs say. Phases
+//! that later ones need (`Phases::run`) stop the test when they fail; the rest are checks
+//! (`Phases::check`), reported one by one, so a broken promise does not hide the others.
 //!
 //! Needs root (a network namespace, mke2fs of a root-owned tree) and takes about twenty-five
 //! minutes, most of it TCG boots. It never skips: a missing piece fails with the reason.
