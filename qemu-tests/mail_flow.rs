@@ -78,7 +78,7 @@ domains:
         2026a-rsa: rsa-2048
         2026a-ed: ed25519
     spf: {{ policy: "~all" }}
-    dmarc: {{ p: quarantine, rua: "mailto:postmaster@example.com" }}
+    dmarc: {{ p: quarantine, np: reject, rua: "mailto:postmaster@example.com" }}
 {hosts}tls:
   files: true
 ssh:

@@ -13,9 +13,13 @@ Prints ONE JSON object:
    "dmarc": "pass", "dmarc_domain": "example.com", "dmarc_policy": "quarantine",
    "arc": "none", "iprev": "pass", "iprev_name": "smtp.example.com"}
 
-DMARC here is RFC 7489's relaxed alignment (the only mode the test sites publish): pass when
-an SPF pass or a DKIM pass is for a domain with the same organisational domain as the From
-header's, taken as its last two labels (the test domains have no public-suffix subtleties).
+DMARC here is RFC 9989's: the policy record is found by its DNS tree walk (the From domain,
+then, from a name of more than 7 labels, its last 7, then one label less each time; at most 8
+queries), and alignment is relaxed (the only mode the test sites publish): pass when an SPF
+pass or a DKIM pass is for a domain with the same organisational domain as the From header's,
+taken as its last two labels (the test domains publish no `psd` records, for which RFC 9989's
+walk finds the same organisational domain). Tags are read by name, so the `t` and `np` of
+RFC 9989 and the removed `pct` change nothing here, as for a receiver that ignores them.
 """
 
 import argparse
@@ -89,11 +93,20 @@ def check_iprev(ip, r):
     return "fail", names[0] if names else None
 
 
+def tree_walk(domain):
+    """The names RFC 9989's DNS tree walk asks for the DMARC record of `domain`, in order."""
+    labels = domain.rstrip(".").split(".")
+    names = [f"_dmarc.{domain}"]
+    start = len(labels) - 7 if len(labels) > 7 else 1
+    names.extend(f"_dmarc.{'.'.join(labels[i:])}" for i in range(start, len(labels)))
+    return names
+
+
 def check_dmarc(message, spf_result, spf_domain, dkim_results, r):
     parsed = email.message_from_bytes(message)
     from_domain = email.utils.parseaddr(parsed.get("From", ""))[1].rpartition("@")[2].lower()
     policy = None
-    for name in (f"_dmarc.{from_domain}", f"_dmarc.{org(from_domain)}"):
+    for name in tree_walk(from_domain):
         records = [t for t in txt_records(r, name) if t.startswith("v=DMARC1")]
         if records:
             tags = dict(p.strip().split("=", 1) for p in records[0].split(";") if "=" in p)

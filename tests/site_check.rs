@@ -586,13 +586,23 @@ fn an_unclosed_bracket_is_named_where_it_opens() {
 
 #[test]
 fn an_error_inside_a_mapping_points_at_the_bad_key_not_the_first_one() {
-    let text = example_with("      fo: \"1\"\n", "      fo: \"1\"\n      pct: 101\n");
-    assert_refused(&text, "pct: 101", &["pct 101 is not a percentage"]);
+    let text = example_with("      fo: \"1\"\n", "      fo: \"1\"\n      adkim: q\n");
+    assert_refused(&text, "adkim: q", &["adkim"]);
     let text = example_with(
         "    dmarc:\n",
         "    mta_sts: { mode: testing, max_age: 99999999999 }\n    dmarc:\n",
     );
     assert_refused(&text, "mta_sts:", &["max_age 99999999999 is too long"]);
+}
+
+#[test]
+fn dmarc_pct_is_refused_with_rfc_9989s_testing_flag_as_the_fix() {
+    let text = example_with("      fo: \"1\"\n", "      fo: \"1\"\n      pct: 50\n");
+    assert_refused(
+        &text,
+        "pct: 50",
+        &["`pct` was removed", "RFC 9989", "`t: true`"],
+    );
 }
 
 #[test]

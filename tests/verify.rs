@@ -264,3 +264,76 @@ fn bad_usage_exits_2_and_names_the_option() {
         "{out:?}"
     );
 }
+
+/// The zones of `d`, its DMARC record replaced by `dmarc` (none: removed), plus `extra`
+/// zones.
+fn zones_with_dmarc(
+    d: &Deployment,
+    dmarc: Option<&str>,
+    extra: Vec<testkit::Zone>,
+) -> Vec<testkit::Zone> {
+    let is_dmarc = |l: &str| l.starts_with("_dmarc") && l.contains("v=DMARC1");
+    let mut zones = zones(&d.out, &is_dmarc);
+    let site = zones
+        .iter_mut()
+        .find(|z| z.origin.trim_end_matches('.') == "example.com")
+        .expect("the example.com zone");
+    if let Some(record) = dmarc {
+        site.text.push_str(&format!("_dmarc IN TXT \"{record}\"\n"));
+    }
+    zones.extend(extra);
+    zones
+}
+
+fn dmarc_check(d: &Deployment, dmarc: Option<&str>, extra: Vec<testkit::Zone>) -> Value {
+    let dns = testkit::Dns::start(
+        testkit::loopback(testkit::free_port()),
+        &zones_with_dmarc(d, dmarc, extra),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (_, json) = verify_json(&dns, &d.secrets);
+    check(&json, "_dmarc.example.com").clone()
+}
+
+#[test]
+fn verify_judges_dmarc_as_rfc_9989_does() {
+    let d = deployment();
+    let site =
+        "v=DMARC1; p=quarantine; fo=1; rua=mailto:rua@example.com; ruf=mailto:ruf@example.com";
+
+    // The tags RFC 9989 removed: ignored by receivers, so a warning, not a mismatch.
+    let removed = dmarc_check(&d, Some(&format!("{site}; pct=100; ri=86400")), vec![]);
+    assert_eq!(removed["status"], "warn", "{removed:#}");
+    assert!(
+        removed["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("`pct`, `ri`") && s.contains("RFC 9989 removed")),
+        "{removed:#}"
+    );
+
+    // A tag the site does not set (np, t) is a different policy.
+    let np = dmarc_check(&d, Some(&format!("{site}; np=none")), vec![]);
+    assert_eq!(np["status"], "fail", "{np:#}");
+
+    // No record at _dmarc.example.com: the tree walk finds the parent's, and says so.
+    let parent = testkit::Zone::from_records("com", &["_dmarc IN TXT \"v=DMARC1; p=none\""]);
+    let walked = dmarc_check(&d, None, vec![parent]);
+    assert_eq!(walked["status"], "fail", "{walked:#}");
+    let summary = walked["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary
+            .contains("receivers walk up the DNS tree and apply _dmarc.com's `v=DMARC1; p=none`"),
+        "{walked:#}"
+    );
+    assert!(
+        walked["evidence"].to_string().contains("_dmarc.com"),
+        "the walk's query is in the evidence: {walked:#}"
+    );
+    let nowhere = dmarc_check(&d, None, vec![]);
+    assert!(
+        nowhere["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("finds none either")),
+        "{nowhere:#}"
+    );
+}

@@ -454,15 +454,19 @@ fn spf_value(site: &Site, d: &Domain) -> String {
     terms.join(" ")
 }
 
-/// `v=DMARC1; p=…` with the optional tags in a fixed order (the order of RFC 7489's tag list),
-/// so the record only changes when the policy does.
+/// `v=DMARC1; p=…` with the optional tags in a fixed order (`p`, `sp`, `np`, `t`, then the
+/// reporting and alignment tags as before), so the record only changes when the policy does.
+/// None of the tags RFC 9989 removed (`pct`, `rf`, `ri`): the site file cannot hold them.
 fn dmarc_value(dmarc: &Dmarc) -> String {
     let mut tags = vec!["v=DMARC1".to_string(), format!("p={}", dmarc.p.as_str())];
     if let Some(sp) = dmarc.sp {
         tags.push(format!("sp={}", sp.as_str()));
     }
-    if let Some(pct) = dmarc.pct {
-        tags.push(format!("pct={}", pct.0));
+    if let Some(np) = dmarc.np {
+        tags.push(format!("np={}", np.as_str()));
+    }
+    if dmarc.t == Some(true) {
+        tags.push("t=y".to_string());
     }
     if let Some(fo) = &dmarc.fo {
         tags.push(format!("fo={}", fo.0));
@@ -548,7 +552,7 @@ site: two
 domains:
   example.com:
     spf: { include: [_spf.google.com], policy: "-all" }
-    dmarc: { p: reject, sp: none, pct: 50, fo: "d:s", adkim: s, aspf: r, rua: [mailto:a@example.com, mailto:b@example.net], ruf: mailto:f@example.com }
+    dmarc: { p: reject, sp: none, np: reject, t: true, fo: "d:s", adkim: s, aspf: r, rua: [mailto:a@example.com, mailto:b@example.net], ruf: mailto:f@example.com }
     mta_sts: { mode: enforce, max_age: 86400 }
     tls_rpt: { rua: mailto:tls@example.com }
   example.org: {}
@@ -601,7 +605,7 @@ hosts:
         let set = all(&site(TWO));
         assert_eq!(
             txt_of(&set, "_dmarc.example.com"),
-            "v=DMARC1; p=reject; sp=none; pct=50; fo=d:s; adkim=s; aspf=r; rua=mailto:a@example.com,mailto:b@example.net; ruf=mailto:f@example.com"
+            "v=DMARC1; p=reject; sp=none; np=reject; t=y; fo=d:s; adkim=s; aspf=r; rua=mailto:a@example.com,mailto:b@example.net; ruf=mailto:f@example.com"
         );
     }
 

@@ -223,39 +223,88 @@ impl Alignment {
     }
 }
 
-/// DMARC for a domain, published at `_dmarc.<domain>`.
+/// DMARC for a domain, published at `_dmarc.<domain>` (RFC 9989, which obsoletes RFC 7489).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "DmarcFields")]
 pub struct Dmarc {
     pub p: DmarcPolicy,
-    #[serde(default)]
+    /// Policy for subdomains that exist.
     pub sp: Option<DmarcPolicy>,
-    #[serde(default)]
-    pub pct: Option<Percent>,
-    #[serde(default)]
+    /// Policy for subdomains that do not exist (RFC 9989 `np`).
+    pub np: Option<DmarcPolicy>,
+    /// Testing mode (RFC 9989 `t=y`): receivers apply the policy one step milder (reject as
+    /// quarantine, quarantine as none) while the reports are checked.
+    pub t: Option<bool>,
     pub fo: Option<FailureOptions>,
-    #[serde(default)]
     pub adkim: Option<Alignment>,
-    #[serde(default)]
     pub aspf: Option<Alignment>,
-    #[serde(default)]
     pub rua: Option<ReportUris>,
-    #[serde(default)]
     pub ruf: Option<ReportUris>,
 }
 
-/// A percentage, 0 to 100.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Percent(pub u8);
+/// What the site file may write under `dmarc:`, the tags RFC 9989 removed included, so that
+/// they are refused with a fix rather than as unknown keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DmarcFields {
+    p: DmarcPolicy,
+    #[serde(default)]
+    sp: Option<DmarcPolicy>,
+    #[serde(default)]
+    np: Option<DmarcPolicy>,
+    #[serde(default)]
+    t: Option<bool>,
+    #[serde(default)]
+    fo: Option<FailureOptions>,
+    #[serde(default)]
+    adkim: Option<Alignment>,
+    #[serde(default)]
+    aspf: Option<Alignment>,
+    #[serde(default)]
+    rua: Option<ReportUris>,
+    #[serde(default)]
+    ruf: Option<ReportUris>,
+    #[serde(default)]
+    pct: Option<serde_norway::Value>,
+    #[serde(default)]
+    rf: Option<serde_norway::Value>,
+    #[serde(default)]
+    ri: Option<serde_norway::Value>,
+}
 
-impl<'de> Deserialize<'de> for Percent {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = u64::deserialize(d)?;
-        u8::try_from(n)
-            .ok()
-            .filter(|n| *n <= 100)
-            .map(Percent)
-            .ok_or_else(|| de::Error::custom(format!("pct {n} is not a percentage from 0 to 100")))
+impl TryFrom<DmarcFields> for Dmarc {
+    type Error = String;
+
+    /// `pct` is refused, not mapped to `t`: `pct=50` meant "apply the policy to half of the
+    /// failing mail", `t=y` means "apply a milder policy to all of it"; no mapping keeps the
+    /// operator's meaning, so the operator chooses.
+    fn try_from(f: DmarcFields) -> Result<Dmarc, String> {
+        if f.pct.is_some() {
+            return Err(
+                "`pct` was removed from DMARC by RFC 9989 and receivers ignore it; to \
+                 roll a policy out gently, write `t: true` (published as `t=y`: receivers \
+                 apply it one step milder) and remove `pct`"
+                    .into(),
+            );
+        }
+        if f.rf.is_some() || f.ri.is_some() {
+            return Err(
+                "`rf` and `ri` were removed from DMARC by RFC 9989 (failure reports \
+                 have one format, aggregate reports come daily); remove them"
+                    .into(),
+            );
+        }
+        Ok(Dmarc {
+            p: f.p,
+            sp: f.sp,
+            np: f.np,
+            t: f.t,
+            fo: f.fo,
+            adkim: f.adkim,
+            aspf: f.aspf,
+            rua: f.rua,
+            ruf: f.ruf,
+        })
     }
 }
 
@@ -428,13 +477,36 @@ mod tests {
     }
 
     #[test]
+    fn dmarc_takes_rfc_9989_tags_and_refuses_the_removed_ones_with_a_fix() {
+        let d: Dmarc = serde_norway::from_str("{p: reject, np: reject, t: true}").unwrap();
+        assert_eq!((d.np, d.t), (Some(DmarcPolicy::Reject), Some(true)));
+        let pct = serde_norway::from_str::<Dmarc>("{p: reject, pct: 50}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            pct.contains("RFC 9989") && pct.contains("`t: true`"),
+            "{pct}"
+        );
+        for removed in ["rf: afrf", "ri: 86400"] {
+            let e = serde_norway::from_str::<Dmarc>(&format!("{{p: reject, {removed}}}"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("removed from DMARC by RFC 9989"),
+                "{removed}: {e}"
+            );
+        }
+        assert!(serde_norway::from_str::<Dmarc>("{p: reject, np: maybe}").is_err());
+        assert!(serde_norway::from_str::<Dmarc>("{p: reject, t: y}").is_err());
+    }
+
+    #[test]
     fn dmarc_failure_options_accept_numbers_and_combinations() {
         let d: Dmarc = serde_norway::from_str("{p: reject, fo: 1}").unwrap();
         assert_eq!(d.fo, Some(FailureOptions("1".into())));
         let d: Dmarc = serde_norway::from_str("{p: reject, fo: 'd:s'}").unwrap();
         assert_eq!(d.fo, Some(FailureOptions("d:s".into())));
         assert!(serde_norway::from_str::<Dmarc>("{p: reject, fo: 2}").is_err());
-        assert!(serde_norway::from_str::<Dmarc>("{p: reject, pct: 101}").is_err());
         let d: Dmarc =
             serde_norway::from_str("{p: reject, rua: 'mailto:a@example.com!10m'}").unwrap();
         assert_eq!(d.rua.unwrap().to_tag_value(), "mailto:a@example.com!10m");

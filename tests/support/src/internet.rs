@@ -71,7 +71,7 @@ pub fn ip6_arpa(addr: &str) -> String {
 
 /// The zones of the internet around the site's own `site_zones` and PTR records
 /// (`(name, target)` from `mailbake dns`): the Gmail stand-ins (one reachable over IPv4 only,
-/// one over IPv6 only), `sender.test` (SPF `-all`, DKIM, DMARC `p=reject`), and reverse zones
+/// one over IPv6 only), `sender.test` (SPF `-all`, DKIM, DMARC `p=reject; np=reject`), and reverse zones
 /// holding every host's PTR, the site's included.
 pub fn zones(
     site_zones: Vec<Zone>,
@@ -118,7 +118,8 @@ pub fn zones(
             SENDER_DOMAIN,
             &[
                 format!("@ IN TXT \"v=spf1 ip4:{SENDER4} ip6:{SENDER6} -all\""),
-                "_dmarc IN TXT \"v=DMARC1; p=reject\"".to_string(),
+                // RFC 9989's np beside p: both verifiers must take the record as it is.
+                "_dmarc IN TXT \"v=DMARC1; p=reject; np=reject\"".to_string(),
                 format!(
                     "{SENDER_SELECTOR}._domainkey IN TXT {}",
                     txt(&sender.record)
