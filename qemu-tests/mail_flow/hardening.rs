@@ -95,9 +95,16 @@ fn running_environment(t: &MailFlow) {
         shipped,
         "chasquid.service's environment on the guest is the drop-in's"
     );
-    let process = t.guest.ssh(
-        "sudo tr '\\0' '\\n' < /proc/$(systemctl show -P MainPID chasquid.service)/environ | grep '^GODEBUG=' || true",
+    let pid = t.guest.ssh("systemctl show -P MainPID chasquid.service");
+    let pid = pid.trim();
+    assert!(
+        !pid.is_empty() && pid != "0" && pid.bytes().all(|b| b.is_ascii_digit()),
+        "chasquid's main PID: {pid:?}"
     );
+    // The environment of a process of another user is readable by root only: `sudo cat`.
+    let process = t.guest.ssh(&format!(
+        "sudo cat /proc/{pid}/environ | tr '\\0' '\\n' | grep '^GODEBUG=' || true"
+    ));
     assert_eq!(
         process.trim(),
         shipped.trim_start_matches("Environment="),
@@ -192,10 +199,19 @@ fn auth_guard_bans(t: &MailFlow) {
         Ok(()),
         "another address still connects"
     );
-    // A restart lifts every ban (the unit flushes them): the later phases start clean.
+    // A restart lifts every ban (the unit flushes them), and for good: the guard must not
+    // count the same failures again. It reads the journal at once when it starts, then every
+    // AUTH_GUARD_TICK (5 s): look after three reads. The later phases start clean.
     t.guest
         .ssh("sudo systemctl restart mailbake-auth-guard.service");
-    assert_eq!(bans(t).trim(), "", "a restart lifts the ban");
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        bans(t).trim(),
+        "",
+        "a restart lifts the ban for good:\n{}",
+        t.guest
+            .ssh("sudo journalctl -b -u mailbake-auth-guard.service --no-pager -o cat | tail -8")
+    );
     assert_eq!(
         answers_from(t, ATTACKER),
         Ok(()),
