@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::process::Command;
+// Linked for its watchdog, which bounds every test (tests/support/src/watchdog.rs).
+use testkit as _;
 
 const EXAMPLE: &str = include_str!("../examples/example.com/site.yaml");
 

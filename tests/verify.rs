@@ -113,7 +113,8 @@ fn check<'a>(json: &'a Value, subject: &str) -> &'a Value {
 #[test]
 fn verify_passes_a_correct_deployment_and_fails_a_wrong_ipv6_ptr() {
     let d = deployment();
-    let port = testkit::free_port();
+    let reserved = testkit::reserve_port();
+    let port = reserved.number();
     let dns = testkit::Dns::start(testkit::loopback(port), &zones(&d.out, &|_| false))
         .unwrap_or_else(|e| panic!("{e}"));
     let (out, json) = verify_json(&dns, &d.secrets);
@@ -144,9 +145,9 @@ fn verify_passes_a_correct_deployment_and_fails_a_wrong_ipv6_ptr() {
     drop(dns);
 
     // The same deployment with its IPv6 PTR missing from the reverse zone.
-    let port = testkit::free_port();
+    let reserved = testkit::reserve_port();
     let dns = testkit::Dns::start(
-        testkit::loopback(port),
+        testkit::loopback(reserved.number()),
         &zones(&d.out, &|line| {
             line.contains("ip6.arpa") && line.contains("PTR")
         }),

@@ -33,6 +33,7 @@ impl Phases {
     /// Runs phase `name`.
     pub fn run<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
         eprintln!("{}: phase \"{name}\" ...", self.test);
+        crate::watchdog::note(&format!("phase \"{name}\" of {}", self.test));
         let t = Instant::now();
         match panic::catch_unwind(AssertUnwindSafe(f)) {
             Ok(v) => {
