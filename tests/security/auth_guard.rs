@@ -31,6 +31,8 @@ domains:
     users: [i]
 hosts:
   mx1: {fqdn: smtp.example.com, ipv4: 203.0.113.10}
+auth_guard:
+  allow: [198.51.100.20, 2001:db8:7::/48]
 ";
 
 /// The drop-in's worth of settings for the test: 3 failures within an hour ban (for an hour:
@@ -53,10 +55,26 @@ const SMUGGLER: &str = "198.51.100.12";
 /// Only ever in journal entries the test writes itself, as chasquid would if it logged a
 /// user name with control characters and forged lines (chasquid 1.19 refuses such names).
 const FORGER: &str = "198.51.100.13";
+/// On the site's allowlist (auth_guard.allow): never banned, however often it fails.
+const OPERATOR: &str = "198.51.100.20";
+const OPERATOR_V6: &str = "2001:db8:7:1::20";
 /// Banned by the short-ban guard, then free again.
 const PATIENT: &str = "198.51.100.14";
 const ATTACKER_V6: &str = "2001:db8:1::10";
 const BYSTANDER_V6: &str = "2001:db8:2::11";
+/// Neighbours in the server's own /64 (its connected network): a ban of that /64 would do
+/// nothing, so the guard bans the single address.
+const NEIGHBOUR_V6: &str = "2001:db8:ffff::66";
+const OTHER_NEIGHBOUR_V6: &str = "2001:db8:ffff::67";
+/// Five /64s of one /48, each failing less than the per-/64 budget; and a sixth /64 of it.
+const SPRAYERS_V6: [&str; 5] = [
+    "2001:db8:5:1::1",
+    "2001:db8:5:2::1",
+    "2001:db8:5:3::1",
+    "2001:db8:5:4::1",
+    "2001:db8:5:5::1",
+];
+const SPRAY_SIBLING_V6: &str = "2001:db8:5:99::1";
 
 /// `auth SRC DST PORT USER PASSWORD`: one connection from SRC, STARTTLS, AUTH PLAIN; prints
 /// whether it connected and the AUTH reply code. `raw SRC DST PORT IDENTITY_HEX`: the same
@@ -215,6 +233,11 @@ impl Guard {
                 "_TRANSPORT=syslog SYSLOG_IDENTIFIER=chasquid",
             )
             .env("RUNTIME_DIRECTORY", dir.join("guard-run"))
+            // The allowlist the overlay carries from the site's auth_guard.allow.
+            .env(
+                "AUTH_GUARD_ALLOW",
+                root.join("etc/mailbake/auth-guard-allow"),
+            )
             .stdout(Stdio::null())
             .stderr(fs::File::create(&log).expect("guard log"))
             .process_group(0)
@@ -304,7 +327,7 @@ fn network() -> (Netns, Netns) {
         "2001:db8:ffff::2",
     ]);
     clients.ip(&["addr", "add", "192.0.2.2/24", "dev", "b0"]);
-    for a in [ATTACKER, BYSTANDER, SMUGGLER, PATIENT] {
+    for a in [ATTACKER, BYSTANDER, SMUGGLER, PATIENT, OPERATOR] {
         clients.ip(&["addr", "add", &format!("{a}/32"), "dev", "b0"]);
     }
     clients.ip(&[
@@ -316,7 +339,18 @@ fn network() -> (Netns, Netns) {
         "b0",
         "nodad",
     ]);
-    for a in [ATTACKER_V6, BYSTANDER_V6] {
+    let v6_clients = [
+        ATTACKER_V6,
+        BYSTANDER_V6,
+        NEIGHBOUR_V6,
+        OTHER_NEIGHBOUR_V6,
+        OPERATOR_V6,
+    ];
+    for a in v6_clients
+        .iter()
+        .chain(&SPRAYERS_V6)
+        .chain([&SPRAY_SIBLING_V6])
+    {
         clients.ip(&[
             "-6",
             "addr",
@@ -491,6 +525,97 @@ fn repeated_failed_logins_ban_the_address_for_a_while_and_only_that_address() {
         235,
         "{}",
         evidence("IPv6 bystander")
+    );
+
+    // The operator's addresses on the site's allowlist fail more than anyone may (checked once
+    // the guard has read past these failures: after the neighbour's ban below).
+    for _ in 0..=FAILURES {
+        for operator in [OPERATOR, OPERATOR_V6] {
+            let refused = client.login(operator, "wrong password");
+            assert_eq!(
+                refused["code"],
+                535,
+                "{}",
+                evidence(&format!(
+                    "the allowlisted {operator} was cut off: {refused}"
+                ))
+            );
+        }
+    }
+
+    // A neighbour in the server's own /64: its /64 cannot be banned (the connected route wins),
+    // so the guard bans the address alone, and says so; never "banned" the /64.
+    for _ in 0..FAILURES {
+        assert_eq!(client.login(NEIGHBOUR_V6, "wrong password")["code"], 535);
+    }
+    wait_or(
+        PATIENCE,
+        "the neighbour's ban",
+        || bans(&server).contains(&format!("blackhole {NEIGHBOUR_V6} ")),
+        || evidence(""),
+    );
+    let neighbour = client.login(NEIGHBOUR_V6, PASSWORD);
+    assert_eq!(
+        neighbour["connected"],
+        false,
+        "{}",
+        evidence(&format!("banned neighbour connected: {neighbour}"))
+    );
+    assert_eq!(
+        client.login(OTHER_NEIGHBOUR_V6, PASSWORD)["code"],
+        235,
+        "{}",
+        evidence("the other neighbour")
+    );
+    assert!(
+        !guard.log_text().contains("banned 2001:db8:ffff:0::/64"),
+        "{}",
+        evidence("the guard logged a ban of the server's own /64, which cannot work")
+    );
+
+    // The guard has read the operator's failures (they came before the neighbour's): never
+    // counted, so never banned.
+    for operator in [OPERATOR, OPERATOR_V6] {
+        let login = client.login(operator, PASSWORD);
+        assert_eq!(
+            login["code"],
+            235,
+            "{}",
+            evidence(&format!("the allowlisted {operator}: {login}"))
+        );
+    }
+    assert!(
+        !guard.log_text().contains("banned 198.51.100.20/")
+            && !guard.log_text().contains("banned 2001:db8:7:"),
+        "{}",
+        evidence("an allowlisted address was banned")
+    );
+
+    // One /48 spread over five /64s, none of them reaching the per-/64 budget: the /48's own
+    // budget (three times as many) bans all of it, and only it.
+    // Exactly the /48's budget (the guard's default, three times the per-address one), spread
+    // so that no /64 gets more than two.
+    for i in 0..3 * FAILURES {
+        let sprayer = SPRAYERS_V6[i % SPRAYERS_V6.len()];
+        assert_eq!(client.login(sprayer, "wrong password")["code"], 535);
+    }
+    wait_or(
+        PATIENCE,
+        "the /48's ban",
+        || bans(&server).contains("blackhole 2001:db8:5::/48 "),
+        || evidence(""),
+    );
+    assert_eq!(
+        client.login(SPRAY_SIBLING_V6, PASSWORD)["connected"],
+        false,
+        "{}",
+        evidence("another /64 of the banned /48 connected")
+    );
+    assert_eq!(
+        client.login(BYSTANDER_V6, PASSWORD)["code"],
+        235,
+        "{}",
+        evidence("IPv6 bystander after the /48 ban")
     );
 
     // The forged lines banned nobody; the forger's and the smuggler's own failures counted
