@@ -329,3 +329,83 @@ fn the_allowlist_matches_addresses_in_its_networks() {
         ],
     );
 }
+
+/// Feeds journal lines to the guard's `handle` with `ip` replaced by a stub that records its
+/// arguments and answers `route get` with `route_get_status`: 2 as a kernel whose ban is in
+/// place (no route to give), 0 as one where another route still wins. Returns the guard's
+/// messages and the recorded `ip` calls.
+fn handle_with_stub_ip(lines: &[String], route_get_status: u8) -> (String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let calls = dir.path().join("ip-calls");
+    let stub = dir.path().join("ip");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\ncase \"$*\" in *'route get'*) exit {route_get_status} ;; esac\nexit 0\n",
+            calls.display()
+        ),
+    )
+    .expect("write the stub");
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod the stub");
+    let driver = dir.path().join("driver.awk");
+    std::fs::write(
+        &driver,
+        "BEGIN { failures = 3; failures_48 = 9; window = 600; ban_seconds = 60; \
+         max_bans = 100; max_tracked = 1000; proto = 201 }\n{ handle($0) }\n",
+    )
+    .expect("write the driver");
+    let input = dir.path().join("journal");
+    std::fs::write(&input, lines.join("\n") + "\n").expect("write the journal");
+    let out = common::output(
+        Command::new("awk")
+            .arg("-f")
+            .arg(common::repo().join("layers/auth-guard/usr/lib/mailbake/auth-guard.awk"))
+            .arg("-f")
+            .arg(&driver)
+            .arg(&input)
+            .env("LC_ALL", "C")
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    dir.path().display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            ),
+    );
+    assert!(out.status.success(), "awk failed: {out:?}");
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        std::fs::read_to_string(&calls).unwrap_or_default(),
+    )
+}
+
+fn failure(address: &str) -> String {
+    format!(r#"{{"MESSAGE":"{address}:4321 auth failed for x@example.com"}}"#)
+}
+
+#[test]
+fn an_ipv4_mapped_client_is_banned_and_probed_as_its_ipv4_address() {
+    let lines: Vec<String> = (0..3).map(|_| failure("[::ffff:198.51.100.10]")).collect();
+    let (said, calls) = handle_with_stub_ip(&lines, 2);
+    assert_eq!(
+        calls, "-4 route add blackhole 198.51.100.10/32 proto 201\nroute get 198.51.100.10\n",
+        "{said}"
+    );
+    assert!(said.contains("banned 198.51.100.10/32 for 60s"), "{said}");
+}
+
+#[test]
+fn a_ban_the_kernel_does_not_apply_is_removed_and_never_reported_as_banned() {
+    let lines: Vec<String> = (0..3).map(|_| failure("198.51.100.10")).collect();
+    let (said, calls) = handle_with_stub_ip(&lines, 0);
+    assert_eq!(
+        calls,
+        "-4 route add blackhole 198.51.100.10/32 proto 201\nroute get 198.51.100.10\n\
+         -4 route del blackhole 198.51.100.10/32 proto 201\n",
+        "{said}"
+    );
+    assert!(!said.contains("banned"), "{said}");
+    assert!(said.contains("could not ban 198.51.100.10/32"), "{said}");
+}

@@ -373,6 +373,9 @@ function handle(line,    message, address, target, budget, t) {
         address = substr(message, 2, index(message, "]") - 2)
     else
         return
+    # An IPv4-mapped address is its IPv4 address: counted, banned and probed as one.
+    if (mapped_ipv4(address) != "")
+        address = mapped_ipv4(address)
     target = target_of(address)
     if (target == "" || target in banned || ipv6_host(address) in banned || allowed(address))
         return
