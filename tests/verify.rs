@@ -1,8 +1,9 @@
 //! `mailbake verify` as a user runs it, on the live path: hickory asking the real BIND
-//! (authoritative for the zones `mailbake build` wrote, on a free loopback port), SPF evaluated
-//! through it, DKIM compared with the store. The SMTP section is left out here: the site's
-//! addresses are documentation addresses that must never be dialled from this machine (the
-//! SMTP checks have their own tests against a local server, and the boot tests' network).
+//! (authoritative for the zones `mailbake build` wrote, on a loopback port reserved for the
+//! test), SPF evaluated through it, DKIM compared with the store. The SMTP section is left
+//! out here: the site's addresses are documentation addresses that must never be dialled from
+//! this machine (the SMTP checks have their own tests against a local server, and the boot
+//! tests' network).
 
 use std::collections::BTreeSet;
 use std::path::Path;
