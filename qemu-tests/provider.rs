@@ -196,8 +196,8 @@ struct Dnsmasq {
 impl Dnsmasq {
     fn start(net: &TestNet, dir: &Path) -> Dnsmasq {
         let log = dir.join("dnsmasq.log");
-        let child = net
-            .command("dnsmasq")
+        let mut command = net.command("dnsmasq");
+        let child = testkit::process::dies_with_test(&mut command)
             .args(["--keep-in-foreground", "--conf-file=/dev/null", "--port=0"])
             .args(["--interface=br0", "--bind-interfaces", "--log-dhcp"])
             .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))

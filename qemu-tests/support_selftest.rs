@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use testkit::burst::{Attempt, Tally};
 use testkit::{
-    Delivered, Dns, Inbox, InboxOptions, TsigKey, Zone, free_port, loopback, ok, output, probe,
+    Delivered, Dns, Inbox, InboxOptions, TsigKey, Zone, loopback, ok, output, probe, reserve_port,
     run, self_signed_certificate,
 };
 
@@ -40,7 +40,8 @@ fn dns_serves_the_zone_authoritatively() {
         ],
     );
     let other = Zone::from_records("gmail.test", &["@ IN MX 5 mx.gmail.test.", "mx A 10.0.2.2"]);
-    let dns = ok(Dns::start(loopback(free_port()), &[zone, other]));
+    let port = reserve_port();
+    let dns = ok(Dns::start(loopback(port.number()), &[zone, other]));
 
     assert_eq!(
         ok(dns.dig("example.test", "MX")),
@@ -83,7 +84,8 @@ fn dns_serves_the_zone_authoritatively() {
 fn dns_accepts_only_signed_updates() {
     let key = ok(TsigKey::generate("acme-key"));
     let zone = Zone::from_records("acme.test", &["@ IN A 10.0.2.2"]).allow_update(key.clone());
-    let dns = ok(Dns::start(loopback(free_port()), &[zone]));
+    let port = reserve_port();
+    let dns = ok(Dns::start(loopback(port.number()), &[zone]));
     let script = |name: &str| {
         format!(
             "server {} {}\nzone acme.test\nupdate add {name}.acme.test. 60 TXT \"token-{name}\"\nsend\n",
@@ -134,7 +136,8 @@ fn dns_accepts_only_signed_updates() {
 
 #[test]
 fn dns_reports_a_taken_port_and_a_bad_zone() {
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.number();
     let squatter = std::net::UdpSocket::bind(loopback(port)).expect("bind the squatter");
     let zone = Zone::from_records("example.test", &["@ IN A 10.0.2.2"]);
     let err = Dns::start(loopback(port), std::slice::from_ref(&zone))
@@ -147,7 +150,8 @@ fn dns_reports_a_taken_port_and_a_bad_zone() {
     drop(squatter);
 
     let bad = Zone::from_records("bad.test", &["www IN A not-an-address"]);
-    let err = Dns::start(loopback(free_port()), &[bad])
+    let port = reserve_port();
+    let err = Dns::start(loopback(port.number()), &[bad])
         .err()
         .expect("start must fail on a bad zone");
     assert!(
@@ -166,7 +170,8 @@ fn dns_replaces_a_zone_and_refuses_a_bad_one() {
         ],
     );
     let other = Zone::from_records("other.test", &["@ IN A 192.0.2.2"]);
-    let dns = ok(Dns::start(loopback(free_port()), &[site.clone(), other]));
+    let port = reserve_port();
+    let dns = ok(Dns::start(loopback(port.number()), &[site.clone(), other]));
     let changed = Zone::from_records("example.test", &["@ IN TXT \"v=spf1 -all\""]);
     ok(dns.replace_zone(changed.clone()));
     assert_eq!(
@@ -571,7 +576,8 @@ fn probes_banner_ehlo_auth_relay() {
         probe(&["ehlo", hp[0], hp[1], "--mode", "starttls"]).expect_err("starttls probe must fail");
     assert!(err.contains("does not offer STARTTLS"), "{err}");
     // Nothing listening: non-zero with the reason.
-    let closed = free_port().to_string();
+    let reserved = reserve_port();
+    let closed = reserved.number().to_string();
     let err = probe(&["banner", "127.0.0.1", &closed]).expect_err("nothing listens");
     assert!(err.contains("cannot connect"), "{err}");
 }
@@ -602,9 +608,10 @@ fn scripted_tls_probe(
     extra: &[&str],
 ) -> (serde_json::Value, String) {
     let (cert, key) = make_cert(dir);
-    let port = free_port();
+    let reserved = reserve_port();
+    let port = reserved.number();
     let received = dir.join("received.txt");
-    let mut child = Command::new("openssl")
+    let mut child = testkit::process::dies_with_test(&mut Command::new("openssl"))
         .args(["s_server", "-quiet", "-crlf"])
         .args(["-accept", &format!("127.0.0.1:{port}")])
         .arg("-cert")

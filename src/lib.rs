@@ -40,6 +40,11 @@
 //! A stage shares with the others only the loaded site, the opened store and the template
 //! context; it never reaches into another stage's internals.
 
+// The unit tests get the test harness's watchdog too: a bound on every test
+// (tests/support/src/watchdog.rs). Linked only into the unit-test binary.
+#[cfg(test)]
+use testkit as _;
+
 pub mod boot;
 pub mod build;
 pub mod cert;

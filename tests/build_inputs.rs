@@ -10,6 +10,8 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+// Linked for its watchdog, which bounds every test (tests/support/src/watchdog.rs).
+use testkit as _;
 
 /// A site that forwards everything and has no users, no DKIM and no TLS material.
 const FORWARDING_ONLY: &str = r#"

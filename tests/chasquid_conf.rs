@@ -126,7 +126,8 @@ fn http_get(port: u16, path: &str) -> (String, String) {
 #[test]
 fn the_monitoring_server_answers_on_the_configured_loopback_address() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = testkit::free_port();
+    let reserved = testkit::reserve_port();
+    let port = reserved.number();
     let root = overlay_with(
         dir.path(),
         &format!("  monitoring_address: \"127.0.0.1:{port}\"\n"),

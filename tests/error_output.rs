@@ -2,6 +2,8 @@
 //! terminal is escaped and bounded, whatever the input holds.
 
 use std::process::Command;
+// Linked for its watchdog, which bounds every test (tests/support/src/watchdog.rs).
+use testkit as _;
 
 #[test]
 fn a_garbage_archive_never_sends_raw_control_bytes_to_the_terminal() {

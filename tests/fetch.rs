@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+// Linked for its watchdog, which bounds every test (tests/support/src/watchdog.rs).
+use testkit as _;
 
 use mailbake::fetch::{
     Cache, CachedDeb, EntryKind, FetchError, Lock, Sources, fetch_all, fetch_all_from,

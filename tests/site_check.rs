@@ -3,6 +3,8 @@
 
 use std::path::Path;
 use std::process::Command;
+// Linked for its watchdog, which bounds every test (tests/support/src/watchdog.rs).
+use testkit as _;
 
 const EXAMPLE: &str = include_str!("../examples/example.com/site.yaml");
 
@@ -751,5 +753,40 @@ fn chasquid_settings_are_checked_where_they_are_written() {
                 "`{line}`: expected `{fragment}` in\n{report}"
             );
         }
+    }
+}
+
+#[test]
+fn auth_guard_allow_takes_networks_and_says_how_to_fix_others() {
+    let ok = format!(
+        "{EXAMPLE}\nauth_guard:\n  allow: [203.0.113.0/24, 2001:db8:ffff::/48, 198.51.100.7]\n"
+    );
+    let site = mailbake::site::parse(Path::new("site.yaml"), &ok).expect("allowlist validates");
+    let allow: Vec<String> = site
+        .auth_guard
+        .allow
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        allow,
+        ["203.0.113.0/24", "2001:db8:ffff::/48", "198.51.100.7/32"]
+    );
+    for (entry, fragments) in [
+        (
+            "198.51.100.5/24",
+            &["auth_guard.allow", "write the network 198.51.100.0/24"][..],
+        ),
+        (
+            "0.0.0.0/0",
+            &["auth_guard.allow", "allows every address"][..],
+        ),
+        (
+            "office-vpn",
+            &["auth_guard.allow", "not an IP network or address"][..],
+        ),
+    ] {
+        let text = format!("{EXAMPLE}\nauth_guard:\n  allow: [{entry}]\n");
+        assert_refused(&text, entry, fragments);
     }
 }

@@ -1,8 +1,9 @@
 //! `mailbake verify` as a user runs it, on the live path: hickory asking the real BIND
-//! (authoritative for the zones `mailbake build` wrote, on a free loopback port), SPF evaluated
-//! through it, DKIM compared with the store. The SMTP section is left out here: the site's
-//! addresses are documentation addresses that must never be dialled from this machine (the
-//! SMTP checks have their own tests against a local server, and the boot tests' network).
+//! (authoritative for the zones `mailbake build` wrote, on a loopback port reserved for the
+//! test), SPF evaluated through it, DKIM compared with the store. The SMTP section is left
+//! out here: the site's addresses are documentation addresses that must never be dialled from
+//! this machine (the SMTP checks have their own tests against a local server, and the boot
+//! tests' network).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -113,7 +114,8 @@ fn check<'a>(json: &'a Value, subject: &str) -> &'a Value {
 #[test]
 fn verify_passes_a_correct_deployment_and_fails_a_wrong_ipv6_ptr() {
     let d = deployment();
-    let port = testkit::free_port();
+    let reserved = testkit::reserve_port();
+    let port = reserved.number();
     let dns = testkit::Dns::start(testkit::loopback(port), &zones(&d.out, &|_| false))
         .unwrap_or_else(|e| panic!("{e}"));
     let (out, json) = verify_json(&dns, &d.secrets);
@@ -144,9 +146,9 @@ fn verify_passes_a_correct_deployment_and_fails_a_wrong_ipv6_ptr() {
     drop(dns);
 
     // The same deployment with its IPv6 PTR missing from the reverse zone.
-    let port = testkit::free_port();
+    let reserved = testkit::reserve_port();
     let dns = testkit::Dns::start(
-        testkit::loopback(port),
+        testkit::loopback(reserved.number()),
         &zones(&d.out, &|line| {
             line.contains("ip6.arpa") && line.contains("PTR")
         }),

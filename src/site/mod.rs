@@ -5,6 +5,7 @@
 //! starts with a half-understood configuration fails later and more quietly.
 
 mod alias_graph;
+mod auth_guard;
 mod certificate_names;
 mod chasquid;
 mod deserialize;
@@ -21,6 +22,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use auth_guard::AuthGuard;
 pub use chasquid::*;
 pub use diagnostic::{Problem, SiteErrors};
 pub use find::{UnknownHost, find_host};

@@ -31,6 +31,9 @@ pub struct Site {
     pub dns: DnsSettings,
     #[serde(default)]
     pub limits: super::sending::Limits,
+    /// Networks the auth guard never bans (`auth_guard: {allow: [...]}`).
+    #[serde(default)]
+    pub auth_guard: super::auth_guard::AuthGuard,
 }
 
 /// One mail domain.

@@ -53,6 +53,8 @@ pub struct SiteContext {
     pub seed: SeedFormat,
     /// What the post-data hook enforces (the chasquid layer's `hooks/mailbake/policy`).
     pub mail_policy: MailPolicy,
+    /// Networks the auth guard never bans, in CIDR form (the auth-guard layer's allowlist).
+    pub auth_guard_allow: Vec<String>,
 }
 
 /// One mail domain; layers with a `[domain]` path segment see it as `domain`.
@@ -131,6 +133,12 @@ impl SiteContext {
             },
             seed: SeedFormat::CURRENT,
             mail_policy: super::mail_policy::for_site(site),
+            auth_guard_allow: site
+                .auth_guard
+                .allow
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         })
     }
 }

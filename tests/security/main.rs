@@ -6,6 +6,7 @@ use testkit as common;
 
 mod acme_quoting;
 mod auth_guard;
+mod auth_guard_rules;
 mod fixture;
 mod netns;
 mod post_data_hook;

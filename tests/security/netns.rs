@@ -1,6 +1,8 @@
 //! Network namespaces the tests create: chasquid and its clients run inside, so their only
 //! network is the namespace's own (loopback, or veth pairs between two namespaces) and
-//! nothing a test does can reach the host's network or resolver. Removed on drop.
+//! nothing a test does can reach the host's network or resolver. Removed on drop with
+//! everything still running in it; a killed run's namespaces (named with its pid) are swept
+//! by the next one before it makes its own (`common::netns::sweep_stale`).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +16,7 @@ pub struct Netns {
 impl Netns {
     /// A new namespace with its loopback up; `tag` goes into the name, for `ip netns list`.
     pub fn new(tag: &str) -> Netns {
+        common::netns::sweep_stale();
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "mbk-{tag}-{}-{}",
@@ -48,8 +51,6 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        common::netns::remove_namespace(&self.name);
     }
 }

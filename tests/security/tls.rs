@@ -150,8 +150,9 @@ impl PermissiveServer {
     fn start(dir: &Path) -> PermissiveServer {
         rsa_certificate(dir);
         let certs = dir.join("certs/smtp.example.com");
-        let port = common::free_port();
-        let child = Command::new("openssl")
+        let reserved = common::reserve_port();
+        let port = reserved.number();
+        let child = common::process::dies_with_test(&mut Command::new("openssl"))
             .args(["s_server", "-quiet", "-accept"])
             .arg(format!("127.0.0.1:{port}"))
             .arg("-cert")

@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 
 use mailbake::fetch::{self, Cache, Lock};
 
-use crate::{free_port, repo};
+use crate::ports::{self, Port};
+use crate::repo;
 
 /// The bundled example site file.
 pub fn example_site() -> PathBuf {
@@ -170,6 +171,7 @@ pub struct Chasquid {
     pub log: PathBuf,
     /// chasquid runs in another namespace: its ports cannot be probed from here.
     wrapped: bool,
+    _ports: [Port; 3],
 }
 
 /// What [`Chasquid::start_with`] changes from [`Chasquid::start`].
@@ -224,7 +226,9 @@ impl Chasquid {
             .collect::<Vec<_>>()
             .join("\n");
         fs::write(&conf, relocated + "\n").expect("relocate data_dir");
-        let (smtp, submission, submission_tls) = (free_port(), free_port(), free_port());
+        // Held as long as chasquid runs: no other test takes them before or while it listens.
+        let ports = [ports::reserve(), ports::reserve(), ports::reserve()];
+        let [smtp, submission, submission_tls] = ports.each_ref().map(Port::number);
         let log = state.with_extension("log");
         // Local delivery always fails temporarily (EX_TEMPFAIL), so accepted mail stays queued.
         let mda = state.with_extension("mda");
@@ -252,7 +256,7 @@ impl Chasquid {
             }
             None => std::process::Command::new(chasquid()),
         };
-        let child = command
+        let child = crate::process::dies_with_test(&mut command)
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .arg("-config_dir")
             .arg(&config_dir)
@@ -271,6 +275,7 @@ impl Chasquid {
             config_dir,
             log,
             wrapped: !options.wrapper.is_empty(),
+            _ports: ports,
         };
         me.wait_listening();
         me

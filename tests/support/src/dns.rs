@@ -11,7 +11,6 @@
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -197,18 +196,10 @@ impl Dns {
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);
-        // SAFETY: prctl is async-signal-safe. If the test process dies without running Drop
-        // (abort, SIGKILL), named dies too instead of holding port 53 for the next run (the
-        // setting survives `ip netns exec`, which execs named in the same process). The
-        // signal fires when the *thread* that started named exits, so keep a Dns in the thread
-        // (test) that uses it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
+        // If the test process dies without running Drop (abort, SIGKILL), named dies too
+        // instead of holding port 53 for the next run. The signal fires when the *thread* that
+        // started named exits, so keep a Dns in the thread (test) that uses it.
+        let child = crate::process::dies_with_test(&mut cmd)
             .spawn()
             .map_err(|e| format!("cannot run named (package bind9): {e}"))?;
         let mut dns = Dns {

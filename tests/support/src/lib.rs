@@ -22,6 +22,9 @@
 //! - [`site`]: a boot test's site directory (SSH key, secrets store) and its host on the
 //!   test network.
 //! - [`guest`]: a booted image on the test network: boot, wait, SSH, evidence on failure.
+//! - [`process`]: children that die with the test that started them; [`ports`]: loopback
+//!   ports reserved for one test, which no other test takes; [`watchdog`]: a bound on every
+//!   test, which ends a hung test binary with a summary.
 //! - [`phases`]: a long boot test as named phases whose failure says which phase broke.
 //!
 //! # Adding a phase to a boot test
@@ -58,12 +61,15 @@ pub mod internet;
 pub mod netns;
 pub mod pebble;
 pub mod phases;
+pub mod ports;
 pub mod probe;
+pub mod process;
 pub mod receiver;
 pub mod signing;
 pub mod site;
 pub mod tls_scan;
 pub mod topology;
+pub mod watchdog;
 
 pub use certs::{fingerprint, self_signed_certificate, throwaway_certificate};
 pub use consumers::{
@@ -79,7 +85,7 @@ pub use phases::Phases;
 pub use probe::{probe, probe_in, probe_in_with_stdin, probe_with_stdin, verifier};
 pub use receiver::{Delivered, Receiver, ReceiverOptions};
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -144,22 +150,8 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// A loopback port free for both UDP and TCP right now. Another process may still take it
-/// before the caller binds it; good enough for tests, which fail clearly if that happens.
-pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let Ok(udp) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
-            continue;
-        };
-        let Ok(port) = udp.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP after 50 tries");
-}
+/// A loopback port reserved for the caller until the returned guard drops (see [`ports`]).
+pub use ports::reserve as reserve_port;
 
 /// `127.0.0.1:port`.
 pub fn loopback(port: u16) -> SocketAddr {

@@ -7,8 +7,10 @@
 //! through [`Netns::enter`] (a thread that `setns(2)`s into it).
 //!
 //! Dropping a [`TestNet`] kills every process still in the namespace and deletes it. A run
-//! that crashed before that (SIGKILL, abort) leaves `mbtest-<pid>-<n>` behind: the next
-//! [`TestNet::create`] removes every such namespace whose pid is gone.
+//! that crashed before that (SIGKILL, abort) leaves `mbtest-<pid>-<n>` behind, perhaps with
+//! daemons that forked away from the test (Postfix's master): the next [`TestNet::create`]
+//! (and every other namespace the tests create, see [`sweep_stale`]) first removes every
+//! test namespace whose owner pid is gone, with everything still running in it.
 
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -19,8 +21,11 @@ use std::time::{Duration, Instant};
 
 use crate::topology::*;
 
-/// Prefix of every namespace these tests create.
+/// Prefix of the test network's namespaces.
 const PREFIX: &str = "mbtest-";
+/// Prefixes of every namespace the tests create; each name ends in `-<owner pid>-<n>`.
+/// (`mbk-` are the security tests' own namespaces.)
+pub const PREFIXES: [&str; 2] = [PREFIX, "mbk-"];
 /// Where `ip netns` keeps its namespaces and the per-namespace `/etc` overrides.
 const NETNS_RUN: &str = "/run/netns";
 const NETNS_ETC: &str = "/etc/netns";
@@ -114,7 +119,7 @@ impl TestNet {
     /// Creates the namespace with the bridge, the router's and the internet's addresses and
     /// a `resolv.conf` naming the test DNS. Removes stale namespaces of dead runs first.
     pub fn create() -> Result<TestNet, String> {
-        remove_stale();
+        sweep_stale();
         let name = format!(
             "{PREFIX}{}-{}",
             std::process::id(),
@@ -163,7 +168,7 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
-        remove(&self.ns.name);
+        remove_namespace(&self.ns.name);
     }
 }
 
@@ -197,8 +202,9 @@ fn pids(name: &str) -> Vec<i32> {
         .collect()
 }
 
-/// Kills what still runs in `name` (TERM, then KILL after 5 s), deletes it and its `/etc`.
-fn remove(name: &str) {
+/// Kills what still runs in namespace `name` (TERM, then KILL after 5 s), deletes it and its
+/// `/etc/netns` directory.
+pub fn remove_namespace(name: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut signal = libc::SIGTERM;
     loop {
@@ -224,23 +230,30 @@ fn remove(name: &str) {
     let _ = fs::remove_dir_all(etc_dir(name));
 }
 
-/// Removes `mbtest-<pid>-<n>` namespaces whose test process is gone.
-fn remove_stale() {
+/// The owner pid in a test namespace's name (`<prefix>[<tag>-]<pid>-<n>`), if it is one.
+pub fn owner_of(name: &str) -> Option<u32> {
+    PREFIXES.iter().find(|p| name.starts_with(*p))?;
+    let mut parts = name.rsplit('-');
+    let n = parts.next()?;
+    let pid = parts.next()?;
+    n.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
+/// Removes every test namespace (see [`PREFIXES`]) whose owner process is gone, killing what
+/// still runs in it: what a killed run left behind. Called before any test namespace is made.
+pub fn sweep_stale() {
     let Ok(entries) = fs::read_dir(NETNS_RUN) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        let Some(pid) = owner_of(&name) else {
             continue;
         };
         if !Path::new("/proc").join(pid.to_string()).exists() {
             eprintln!("netns: removing {name}, left by a test run (pid {pid}) that is gone");
-            remove(&name);
+            remove_namespace(&name);
         }
     }
 }

@@ -73,9 +73,8 @@ impl Pebble {
         let config_path = self.dir.join("pebble.json");
         fs::write(&config_path, config.to_string()).expect("write pebble.json");
         let log = fs::File::create(self.dir.join("pebble.log")).expect("pebble.log");
-        let child = self
-            .net
-            .command("pebble")
+        let mut command = self.net.command("pebble");
+        let child = crate::process::dies_with_test(&mut command)
             .arg("-config")
             .arg(&config_path)
             // Challenge records are checked at our BIND, which lego updates.

@@ -61,6 +61,7 @@ impl Phases {
         f: impl FnOnce() -> T,
     ) -> Result<T, Box<dyn std::any::Any + Send>> {
         eprintln!("{}: phase \"{name}\" ...", self.test);
+        crate::watchdog::note(&format!("phase \"{name}\" of {}", self.test));
         let t = Instant::now();
         let result = panic::catch_unwind(AssertUnwindSafe(f));
         match &result {

@@ -465,7 +465,11 @@ impl Receiver {
         let err = file
             .try_clone()
             .map_err(|e| format!("{}: {e}", log.display()))?;
-        cmd.stdin(Stdio::null())
+        // rspamd -f stays in the foreground; `postfix start-fg` is a shell whose master is its
+        // child: both die with the test through the shell, and master (and every worker) is
+        // swept with the test network's namespace if the test was killed.
+        crate::process::dies_with_test(cmd)
+            .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
             .spawn()
