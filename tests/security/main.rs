@@ -7,6 +7,7 @@ use testkit as common;
 mod acme_quoting;
 mod auth_guard;
 mod fixture;
+mod hook_functions;
 mod netns;
 mod post_data_hook;
 mod shellcheck;
