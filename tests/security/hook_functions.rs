@@ -403,6 +403,8 @@ fn generated_header_blocks() -> Vec<String> {
     let seconds = [
         "",
         "From: j@example.com\n",
+        // A second From: the user owns: two are refused all the same (readers pick one).
+        "From: i+again@example.com\n",
         "From            : j@example.com\n",
         "FROM\t\t: J <j@example.com>\n",
         "Sender: j@example.com\n",
