@@ -170,6 +170,43 @@ fn duplicate_users_are_refused() {
     assert_refused(&text, "users: [i, i]", &["listed twice"]);
 }
 
+/// chasquid drops `.` from a local part before it looks users and aliases up: `j.k` and `jk`
+/// are one address to it, so the site must not give them two meanings.
+#[test]
+fn names_chasquid_reads_as_one_address_are_refused_naming_both() {
+    let alias_and_user = example_with("users: [i]", "users: [i, jk, chief]").replace(
+        "      postmaster: i\n",
+        "      postmaster: i\n      j.k: chief\n",
+    );
+    assert_refused(
+        &alias_and_user,
+        "j.k: chief",
+        &[
+            "`j.k@example.com`",
+            "`jk@example.com`",
+            "ignores `.`",
+            "rename or remove",
+        ],
+    );
+    let two_aliases = example_with(
+        "      postmaster: i\n",
+        "      postmaster: i\n      post.master: i\n",
+    );
+    assert_refused(
+        &two_aliases,
+        "post.master: i",
+        &["`post.master@example.com`", "`postmaster@example.com`"],
+    );
+    let two_users = example_with("users: [i]", "users: [i, jk, j.k]");
+    assert_refused(
+        &two_users,
+        "users: [i, jk, j.k]",
+        &["`j.k@example.com`", "`jk@example.com`"],
+    );
+    // Dots alone are fine: `j.k` is one user as long as nothing else reads as `jk`.
+    assert_valid(&example_with("users: [i]", "users: [i, j.k]"));
+}
+
 #[test]
 fn duplicate_hosts_by_normalized_name_and_shared_addresses_are_refused() {
     let literal = example_with(

@@ -12,6 +12,7 @@ mod deserialize;
 mod diagnostic;
 mod find;
 mod hints;
+mod local_key;
 mod locate;
 mod model;
 mod names;
@@ -34,6 +35,7 @@ pub fn bound_message(text: &str) -> String {
 pub use certificate_names::{
     host_names as certificate_host_names, site_names as certificate_site_names,
 };
+pub use local_key::{DROP_CHARACTERS, SUFFIX_SEPARATORS, chasquid_local_key};
 pub use locate::Position;
 pub use model::*;
 pub use names::*;

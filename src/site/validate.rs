@@ -5,6 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use super::alias_graph::{self, SiteAddresses};
+use super::local_key::{DROP_CHARACTERS, chasquid_local_key};
 use super::model::{Host, Site};
 use super::net::non_public;
 
@@ -48,6 +49,7 @@ pub fn check(site: &Site) -> Vec<Finding> {
     }
     let addresses = SiteAddresses::of(site);
     check_users(site, &addresses, &mut out);
+    check_chasquid_keys(site, &mut out);
     check_alias_targets(site, &addresses, &mut out);
     alias_graph::check(site, &addresses, &mut out);
     check_hosts_are_distinct(site, &mut out);
@@ -94,6 +96,58 @@ fn check_users(site: &Site, addresses: &SiteAddresses, out: &mut Vec<Finding>) {
                     ),
                 ));
             }
+        }
+    }
+}
+
+/// chasquid looks users and aliases up by [`chasquid_local_key`] (without `.`), so two names
+/// of one domain with the same key are one address to it: mail to one reaches the other's
+/// target, and sender ownership follows whichever chasquid finds. Exact repeats are reported
+/// by the checks above; this finds the spellings that differ only by dots. The finding points
+/// at the name that has dots (the later one when both do).
+fn check_chasquid_keys(site: &Site, out: &mut Vec<Finding>) {
+    for (domain, d) in site.domains.iter() {
+        // Key -> (name, what it is), for the first name seen with that key.
+        let mut seen: HashMap<String, (&str, &str)> = HashMap::new();
+        let users = d.users.iter().map(|u| (u.as_str(), "user"));
+        let aliases = d
+            .aliases
+            .keys()
+            .filter(|a| !a.is_catch_all())
+            .map(|a| (a.as_str(), "alias"));
+        for (name, what) in users.chain(aliases) {
+            let key = chasquid_local_key(name);
+            let Some(&(other, other_what)) = seen.get(&key) else {
+                seen.insert(key, (name, what));
+                continue;
+            };
+            if other == name {
+                continue;
+            }
+            let ((shown, shown_what), (first, first_what)) = if name.contains(DROP_CHARACTERS) {
+                ((name, what), (other, other_what))
+            } else {
+                ((other, other_what), (name, what))
+            };
+            let mut path = vec!["domains".to_string(), domain.to_string()];
+            let at_key = if shown_what == "user" {
+                let index = d.users.iter().position(|u| u.as_str() == shown);
+                path.extend(["users".to_string(), index.unwrap_or_default().to_string()]);
+                false
+            } else {
+                path.extend(["aliases".to_string(), shown.to_string()]);
+                true
+            };
+            out.push(Finding {
+                path,
+                at_key,
+                message: format!(
+                    "`{shown}@{domain}` ({shown_what}) and `{first}@{domain}` ({first_what}) are one address to chasquid, which ignores `.` in local parts (both are `{key}@{domain}` to it)"
+                ),
+                help: Some(format!(
+                    "rename or remove one of them: mail to either reaches one target, and its owner may send as both; write `{first}` alone if they are meant to be one address"
+                )),
+            });
         }
     }
 }

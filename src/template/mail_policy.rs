@@ -17,12 +17,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::site::{AliasTarget, DomainName, Site};
+use crate::site::{
+    AliasTarget, DROP_CHARACTERS, DomainName, SUFFIX_SEPARATORS, Site, chasquid_local_key,
+};
 
-/// chasquid's default `suffix_separators`: `i+tag@` is `i@`.
-pub const SUFFIX_SEPARATORS: &str = "+";
-/// chasquid's default `drop_characters`: `i.x@` is `ix@`.
-pub const DROP_CHARACTERS: &str = ".";
 /// chasquid gives up expanding aliases after this many levels (the site check refuses deeper
 /// chains, so this only bounds the recursion).
 const ALIAS_DEPTH_LIMIT: usize = 10;
@@ -55,18 +53,6 @@ pub struct SendAsEntry {
     pub pattern: String,
 }
 
-/// A local part as chasquid compares it: lowercase, without suffix, without drop characters.
-pub fn normalize_local(local: &str) -> String {
-    let base = local
-        .split(|c| SUFFIX_SEPARATORS.contains(c))
-        .next()
-        .unwrap_or_default();
-    base.chars()
-        .filter(|c| !DROP_CHARACTERS.contains(*c))
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
-}
-
 /// The domain as chasquid writes it (Unicode), then its ASCII form when that differs.
 fn spellings(domain: &DomainName) -> Vec<String> {
     let (unicode, result) = idna::domain_to_unicode(domain.as_str());
@@ -88,7 +74,7 @@ pub fn for_site(site: &Site) -> MailPolicy {
         let mut by_local: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for user in &domain.users {
             by_local.insert(
-                normalize_local(user.as_str()),
+                chasquid_local_key(user.as_str()),
                 vec![format!("{user}@{}", chasquid_form(name))],
             );
         }
@@ -97,7 +83,7 @@ pub fn for_site(site: &Site) -> MailPolicy {
             let key = if alias.is_catch_all() {
                 "*".to_string()
             } else {
-                normalize_local(alias.as_str())
+                chasquid_local_key(alias.as_str())
             };
             let mut out = Vec::new();
             resolve(site, name, alias.as_str(), 0, &mut out);
@@ -118,7 +104,7 @@ pub fn for_site(site: &Site) -> MailPolicy {
                 let local = entry
                     .local
                     .as_ref()
-                    .map_or_else(|| "*".to_string(), |l| normalize_local(l.as_str()));
+                    .map_or_else(|| "*".to_string(), |l| chasquid_local_key(l.as_str()));
                 for spelling in spellings(&entry.domain) {
                     send_as.push(SendAsEntry {
                         user: user.clone(),
@@ -151,18 +137,22 @@ fn resolve(site: &Site, domain: &DomainName, local: &str, depth: usize, out: &mu
     if depth > ALIAS_DEPTH_LIMIT {
         return;
     }
-    let key = normalize_local(local);
+    let key = chasquid_local_key(local);
     let alias = if local == "*" {
         d.aliases.iter().find(|(a, _)| a.is_catch_all())
     } else {
         d.aliases
             .iter()
-            .find(|(a, _)| !a.is_catch_all() && normalize_local(a.as_str()) == key)
+            .find(|(a, _)| !a.is_catch_all() && chasquid_local_key(a.as_str()) == key)
     };
     let targets = match alias {
         Some((name, targets)) => targets.0.iter().map(|t| (name.as_str(), t)).collect(),
         None => {
-            if let Some(user) = d.users.iter().find(|u| normalize_local(u.as_str()) == key) {
+            if let Some(user) = d
+                .users
+                .iter()
+                .find(|u| chasquid_local_key(u.as_str()) == key)
+            {
                 out.push(format!("{user}@{}", chasquid_form(domain)));
                 return;
             }
@@ -217,9 +207,9 @@ mod tests {
 
     #[test]
     fn local_parts_compare_as_chasquid_compares_them() {
-        assert_eq!(normalize_local("I.Doe+tag+more"), "idoe");
-        assert_eq!(normalize_local("+x"), "");
-        assert_eq!(normalize_local("postmaster"), "postmaster");
+        assert_eq!(chasquid_local_key("I.Doe+tag+more"), "idoe");
+        assert_eq!(chasquid_local_key("+x"), "");
+        assert_eq!(chasquid_local_key("postmaster"), "postmaster");
     }
 
     #[test]

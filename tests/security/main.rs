@@ -8,6 +8,7 @@ mod acme_quoting;
 mod auth_guard;
 mod auth_guard_rules;
 mod fixture;
+mod hook_functions;
 mod netns;
 mod post_data_hook;
 mod shellcheck;

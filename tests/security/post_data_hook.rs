@@ -54,7 +54,8 @@ for case in cases:
         s.ehlo()
         s.login(case["auth"], case["password"])
     result = {"name": case["name"]}
-    code, text = s.mail(case["mail_from"])
+    utf8 = any(ord(c) > 127 for c in case["mail_from"] + case["data"])
+    code, text = s.mail(case["mail_from"], ["SMTPUTF8"] if utf8 else [])
     if code != 250:
         result.update(stage="mail", code=code, text=text.decode())
     else:
@@ -64,7 +65,8 @@ for case in cases:
                 result.update(stage="rcpt", code=code, text=text.decode())
                 break
         else:
-            code, text = s.data(case["data"])  # a str: smtplib sends it with CRLF
+            # As bytes, so that UTF-8 headers go through; smtplib sends bytes as they are.
+            code, text = s.data(case["data"].replace("\n", "\r\n").encode("utf-8"))
             result.update(stage="data", code=code, text=text.decode())
     try:
         s.quit()
@@ -270,11 +272,24 @@ fn authenticated_users_send_only_as_addresses_they_own_or_are_granted() {
             "sales@example.com",
         ),
         submit(
-            "folded From: with display names, comments and several owned addresses",
+            "folded From: with a quoted display name and a comment",
             "i@example.com",
             "i@example.com",
-            "\"Doe, I\" <i@example.com> (that is me),\n\tpostmaster@example.com,\n =?utf-8?q?Sales_team?= <sales@example.com>",
+            "\"Doe, I\" (that is me)\n\t<i@example.com> (me)",
         ),
+        submit(
+            "folded From: with an encoded display name",
+            "i@example.com",
+            "sales@example.com",
+            "=?utf-8?q?Sales_team?=\n <sales@example.com>",
+        ),
+        submit(
+            "several owned addresses in one From:",
+            "i@example.com",
+            "i@example.com",
+            "i@example.com,\n\tpostmaster@example.com",
+        )
+        .refused("exactly one address"),
         submit(
             "another local user as envelope sender",
             "i@example.com",
@@ -330,14 +345,14 @@ fn authenticated_users_send_only_as_addresses_they_own_or_are_granted() {
             "i@example.com",
             "i@example.com <j@example.com>",
         )
-        .refused("not a list of addresses"),
+        .refused("not one address this server can check"),
         submit(
             "several From: addresses, one not owned",
             "i@example.com",
             "i@example.com",
             "i@example.com,\n\tJ <j@example.com>",
         )
-        .refused("may not send as j@example.com (From: header)"),
+        .refused("exactly one address"),
         Case {
             headers: "From: i@example.com\nFrom: j@example.com\nSubject: two\n".into(),
             ..submit(
@@ -347,7 +362,7 @@ fn authenticated_users_send_only_as_addresses_they_own_or_are_granted() {
                 "",
             )
         }
-        .refused("may not send as j@example.com (From: header)"),
+        .refused("exactly one From: header"),
         Case {
             headers: "To: friend@elsewhere.example\nSubject: no from\n".into(),
             ..submit("no From: header", "i@example.com", "i@example.com", "")
@@ -387,6 +402,157 @@ fn authenticated_users_send_only_as_addresses_they_own_or_are_granted() {
                 "",
             )
         },
+    ];
+    run_cases(SITE, &cases);
+}
+
+/// `i` owns every address the catch-all reaches; `kelly` is an alias of `j`.
+const CATCH_ALL_SITE: &str = "\
+site: spellings
+domains:
+  example.com:
+    users: [i, j]
+    aliases:
+      kelly: j
+      \"*\": i
+  example.org:
+    users: [k]
+hosts:
+  mx1: {fqdn: smtp.example.com, ipv4: 203.0.113.10}
+";
+
+/// Spellings that chasquid or a mail reader maps to another user's address (Unicode width
+/// and case, RFC 2047 encoded words, quoting and escapes) are not addresses of the
+/// catch-all that a user may take: the hook refuses them in an authenticated sender.
+#[test]
+fn spellings_of_another_user_s_address_are_not_the_catch_all_s() {
+    let refused = "characters this server does not accept in an authenticated sender";
+    let cases = vec![
+        submit(
+            "a catch-all address",
+            "i@example.com",
+            "shop@example.com",
+            "Shop <shop@example.com>",
+        ),
+        submit(
+            "own address, other case, suffix",
+            "i@example.com",
+            "I.+x@example.com",
+            "i+y@EXAMPLE.com",
+        ),
+        submit(
+            "fullwidth j as envelope sender",
+            "i@example.com",
+            "\u{ff4a}@example.com",
+            "i@example.com",
+        )
+        .refused(refused),
+        submit(
+            "fullwidth J in From:",
+            "i@example.com",
+            "i@example.com",
+            "\u{ff2a}@example.com",
+        )
+        .refused(refused),
+        submit(
+            "KELVIN SIGN for the K of kelly in From:",
+            "i@example.com",
+            "i@example.com",
+            "\u{212a}elly@example.com",
+        )
+        .refused(refused),
+        submit(
+            "KELVIN SIGN as envelope sender",
+            "i@example.com",
+            "\u{212a}elly@example.com",
+            "i@example.com",
+        )
+        .refused(refused),
+        submit(
+            "encoded word as local part",
+            "i@example.com",
+            "i@example.com",
+            "=?utf-8?q?j?=@example.com",
+        )
+        .refused(refused),
+        submit(
+            "base64 encoded word in angle brackets",
+            "i@example.com",
+            "i@example.com",
+            "J <=?utf-8?b?ag==?=@example.com>",
+        )
+        .refused(refused),
+        submit(
+            "encoded word as envelope sender",
+            "i@example.com",
+            "=?utf-8?q?j?=@example.com",
+            "i@example.com",
+        )
+        .refused(refused),
+        submit(
+            "quoted local part as envelope sender",
+            "i@example.com",
+            "\"j\"@example.com",
+            "i@example.com",
+        )
+        .refused("may not send as j@example.com (envelope sender)"),
+        submit(
+            "escaped local part in From:",
+            "i@example.com",
+            "i@example.com",
+            "\\j@example.com",
+        )
+        .refused("not one address this server can check"),
+    ];
+    run_cases(CATCH_ALL_SITE, &cases);
+}
+
+/// Header names are found the way RFC 5322 writes them, over the whole line: blanks before
+/// the colon do not hide a `From:`. A message has exactly one `From:` with exactly one
+/// address, and `Sender:` and `Resent-*` senders are held to the same ownership rule.
+#[test]
+fn every_from_header_is_seen_and_there_is_exactly_one() {
+    let with_headers = |name: &'static str, headers: &str| Case {
+        headers: format!("{headers}To: friend@elsewhere.example\nSubject: {name}\n"),
+        ..submit(name, "i@example.com", "i@example.com", "")
+    };
+    let cases = vec![
+        with_headers(
+            "a second From: with 12 blanks before its colon",
+            "From: i@example.com\nFrom            : j@example.com\n",
+        )
+        .refused("blanks before its colon"),
+        with_headers(
+            "the only From: after 40 blanks and a tab",
+            "From                                        \t: j@example.com\n",
+        )
+        .refused("blanks before its colon"),
+        with_headers(
+            "two From: headers, both owned",
+            "From: i@example.com\nfrom: i@example.com\n",
+        )
+        .refused("exactly one From: header"),
+        with_headers(
+            "two addresses in one From:",
+            "From: i@example.com, postmaster@example.com\n",
+        )
+        .refused("exactly one address"),
+        with_headers("a group in From:", "From: team: i@example.com;\n")
+            .refused("not one address this server can check"),
+        with_headers(
+            "Sender: of another user",
+            "From: i@example.com\nSender: j@example.com\n",
+        )
+        .refused("may not send as j@example.com (Sender: header)"),
+        with_headers(
+            "Resent-From: of another user",
+            "From: i@example.com\nResent-From: J <j@example.com>\n",
+        )
+        .refused("may not send as j@example.com (Resent-From: header)"),
+        with_headers(
+            "own Sender: and Resent-From:",
+            "From: i@example.com\nSender: i@example.com\nResent-From: postmaster@example.com\n",
+        ),
     ];
     run_cases(SITE, &cases);
 }

@@ -161,22 +161,27 @@ pub fn loopback(port: u16) -> SocketAddr {
 /// `mailbake ARGS…` run in `dir` with `stdin` written to it; returns its output whatever its
 /// exit status (the callers check refusals as well as successes).
 pub fn mailbake_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    output_with_input(
+        Command::new(mailbake_bin()).args(args).current_dir(dir),
+        stdin.as_bytes(),
+    )
+}
+
+/// Runs `cmd` with `input` on its standard input and returns its output whatever its exit
+/// status. Programs that stop reading early (a filter that has seen enough, a command that
+/// reads nothing) may close the pipe before all of it is written; their output and status
+/// are what the tests check, so a broken pipe here is not an error.
+pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> Output {
     use std::io::Write as _;
     use std::process::Stdio;
-    let mut child = Command::new(mailbake_bin())
-        .args(args)
-        .current_dir(dir)
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("mailbake runs");
-    // Commands that do not read standard input may exit before we finish writing it; their
-    // output and status are what the tests check, so a broken pipe here is not an error.
-    let _ = child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes());
-    child.wait_with_output().expect("mailbake finishes")
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    let _ = child.stdin.take().expect("stdin").write_all(input);
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not finish: {e}"))
 }

@@ -1,6 +1,7 @@
 # mailbake's checks on every message chasquid accepts, run by hooks/post-data before the
 # message is queued (after chasquid's DKIM signing, so a refusal here also means nothing
-# signed leaves). POSIX awk (mawk on Ubuntu 22.04 and Debian 12), in the C locale.
+# signed leaves). POSIX awk (mawk on Ubuntu and Debian), in the C locale: every string
+# function works on bytes.
 #
 # Input: the message on stdin with LF line endings (chasquid's form); only the header block
 # is read, then awk exits: chasquid ignores the EPIPE of the rest, so a 50 MB message costs
@@ -17,9 +18,15 @@
 #      itself, so a message carrying one is forging a verdict (refused inbound and submitted);
 #   2. no final destination gets more than copies_per_destination copies (a catch-all must
 #      not turn one message with 40 random recipients into 40 copies at one mailbox);
-#   3. authenticated mail only: the envelope sender and every address of every From: header
-#      are addresses the user owns (their mailbox, with any +suffix, and addresses whose
-#      aliases deliver to it) or that the site's send_as grants them.
+#   3. authenticated mail only: the header block is plain header fields (no blanks before a
+#      colon, no control characters), with exactly one From: holding exactly one address;
+#      the envelope sender and the addresses of From:, Sender:, Resent-From: and
+#      Resent-Sender: are addresses the user owns (their mailbox, with any +suffix, and
+#      addresses whose aliases deliver to it) or that the site's send_as grants them, and
+#      their local parts use only characters that nobody reads as another address.
+#
+# Run with `-v mailbake_library=1` the BEGIN block does nothing, so that tests can call the
+# functions on their own from a second program file.
 
 function refuse(why) {
     print why
@@ -72,15 +79,20 @@ function load_policy(path,    line, f, n, r, i, d) {
         defer("4.3.5 mailbake: the mail policy sets no copies_per_destination")
 }
 
-# `address` as the policy keys it: local part lowercased, cut at the first suffix separator,
-# without drop characters; domain lowercased. "" when it is not local@domain.
-function key_of(address,    at, local, domain, i, c, out) {
-    at = 0
+# The position of the last `@` in `address` (0 when there is none).
+function last_at(address,    i) {
     for (i = length(address); i > 0; i--)
-        if (substr(address, i, 1) == "@") {
-            at = i
-            break
-        }
+        if (substr(address, i, 1) == "@")
+            return i
+    return 0
+}
+
+# `address` as the policy keys it: local part lowercased, cut at the first suffix separator,
+# without drop characters; domain lowercased. "" when it is not local@domain. The same key
+# as chasquid's for every local part that plain_local() accepts (ASCII, where chasquid's
+# PRECIS mapping is lowercasing), and the same as `mailbake check` uses for site names.
+function key_of(address,    at, local, domain, i, c, out) {
+    at = last_at(address)
     if (at <= 1 || at == length(address))
         return ""
     local = tolower(substr(address, 1, at - 1))
@@ -94,6 +106,25 @@ function key_of(address,    at, local, domain, i, c, out) {
             out = out c
     }
     return out "@" domain
+}
+
+# Whether the local part of `address` is one that chasquid and every mail reader take
+# literally: ASCII letters, digits, `.`, `_`, `-` and the suffix separators. Everything
+# else may name another address after a mapping the hook does not make: Unicode width and
+# case folding (chasquid's PRECIS: fullwidth letters, the KELVIN SIGN), RFC 2047 decoding
+# (`=?utf-8?q?boss?=`), quoting and escapes (`"boss"`, `\boss`). The site's own names are
+# within this set, so only addresses the catch-all or a send_as domain would grant are lost.
+function plain_local(address,    at, local, i, c) {
+    at = last_at(address)
+    if (at <= 1)
+        return 0
+    local = substr(address, 1, at - 1)
+    for (i = 1; i <= length(local); i++) {
+        c = substr(local, i, 1)
+        if (c !~ /[A-Za-z0-9._-]/ && !(suffix_separators != "" && index(suffix_separators, c)))
+            return 0
+    }
+    return 1
 }
 
 function domain_of(key) {
@@ -116,6 +147,8 @@ function destinations_of(address,    key, domain) {
 }
 
 function may_send_as(user, address,    key, domain) {
+    if (!plain_local(address))
+        return 0
     key = key_of(address)
     if (key == "")
         return 0
@@ -131,18 +164,40 @@ function may_send_as(user, address,    key, domain) {
     return 0
 }
 
-# The addresses of a From: header value (unfolded) into `out`; returns how many, or -1 when
-# the value is not a mailbox list this parser is sure about (which is refused: a From: that
-# one reader sees differently from another is how forgeries get through). Comments are
-# dropped, quoted strings stand for display names and quoted local parts, `<...>` holds
-# the address of a name-addr, commas split mailboxes, a group's `name:` and `;` are skipped.
-function from_addresses(value, out,    n, i, c, len, depth, inq, inang, tok, parts, k, t, a, lt, gt) {
+# The name of a header field line, lowercased: the text before the colon, which RFC 5322
+# allows to be followed by blanks (obsolete syntax) before the colon, anywhere in the line.
+# Sets header_blanks to 1 when there are such blanks, and header_written to the name as written. "" when the line is no header field:
+# no colon, an empty name, or a name with a byte outside `!`..`~` (RFC 5322's ftext).
+function header_name(line,    colon, name) {
+    header_blanks = 0
+    colon = index(line, ":")
+    if (colon <= 1)
+        return ""
+    name = substr(line, 1, colon - 1)
+    if (name ~ /[ \t]+$/) {
+        header_blanks = 1
+        sub(/[ \t]+$/, "", name)
+    }
+    if (name == "" || name ~ /[^!-~]/)
+        return ""
+    header_written = name
+    return tolower(name)
+}
+
+# The one address of a mailbox header value (unfolded): an addr-spec, or a name-addr
+# `display name <addr-spec>`, with comments anywhere. "" when the value is anything else:
+# a group, several addresses, unbalanced quotes, comments or brackets, a quoted or
+# commented local part, an unquoted `@` or `<` in the display name, text after `>`. A
+# header that one reader could see differently from another is how forgeries get through,
+# so it is refused rather than guessed. Comments may nest; quoted pairs are skipped in
+# quoted strings and comments. Sets mailbox_several to 1 when a comma outside quotes and
+# comments separates several mailboxes.
+function mailbox_of(value,    i, c, len, depth, inq, tok, lt, gt, a, name) {
     QUOTED = "\001"
-    n = 0
+    mailbox_several = 0
     tok = ""
     depth = 0
     inq = 0
-    inang = 0
     len = length(value)
     for (i = 1; i <= len; i++) {
         c = substr(value, i, 1)
@@ -168,113 +223,130 @@ function from_addresses(value, out,    n, i, c, len, depth, inq, inang, tok, par
         } else if (c == "\"") {
             inq = 1
             tok = tok QUOTED
-        } else if (c == ")") {
-            return -1
-        } else if (c == "<") {
-            if (inang)
-                return -1
-            inang = 1
-            tok = tok c
-        } else if (c == ">") {
-            if (!inang)
-                return -1
-            inang = 0
-            tok = tok c
-        } else if (!inang && (c == "," || c == ";")) {
-            parts[++n] = tok
-            tok = ""
-        } else if (!inang && c == ":") {
-            # A group: what came before is its name, which must not look like an address.
-            if (index(tok, "@"))
-                return -1
-            tok = ""
+        } else if (c == ",") {
+            mailbox_several = 1
+            return ""
+        } else if (c == ")" || c == ";" || c == ":" || c == "\\" || c == "[" || c == "]") {
+            return ""
         } else {
             tok = tok c
         }
     }
-    if (inq || depth > 0 || inang)
-        return -1
-    parts[++n] = tok
-    k = 0
-    for (i = 1; i <= n; i++) {
-        t = parts[i]
-        gsub(/^[ \t]+|[ \t]+$/, "", t)
-        if (t == "")
-            continue
-        lt = index(t, "<")
-        if (lt) {
-            gt = index(t, ">")
-            a = substr(t, lt + 1, gt - lt - 1)
-            # Nothing after the address; no unquoted `@` in the display name before it.
-            if (substr(t, gt + 1) ~ /[^ \t]/ || index(substr(t, 1, lt - 1), "@"))
-                return -1
-        } else {
-            a = t
-        }
-        if (a == "" || a ~ /[ \t<>:]/ || index(a, QUOTED) || !index(a, "@"))
-            return -1
-        out[++k] = a
+    if (inq || depth > 0)
+        return ""
+    gsub(/^[ \t]+|[ \t]+$/, "", tok)
+    lt = index(tok, "<")
+    if (lt) {
+        gt = index(tok, ">")
+        if (gt < lt || substr(tok, gt + 1) != "")
+            return ""
+        a = substr(tok, lt + 1, gt - lt - 1)
+        name = substr(tok, 1, lt - 1)
+        # The display name is words and quoted strings, nothing that looks like an address.
+        if (name ~ /[@<>]/)
+            return ""
+    } else {
+        a = tok
     }
-    return k
+    # Exactly one `@`: more than one is no address, and readers split it differently.
+    if (a == "" || a ~ /[ \t<>]/ || index(a, QUOTED) || index(a, "@") != last_at(a) || !last_at(a))
+        return ""
+    return a
 }
 
-BEGIN {
+# Refuses what `user` may not send as: the envelope sender, then every sender header
+# (`kind` names them in the reason).
+function check_sender(user, address, kind) {
+    if (!plain_local(address))
+        refuse("5.7.1 " shown(address) " (" kind ") has characters this server does not accept in an authenticated sender; use letters, digits, '.', '_', '-' and '" suffix_separators "' before the @")
+    if (!may_send_as(user, address))
+        refuse("5.7.1 " shown(user) " may not send as " shown(address) " (" kind "); use your own address")
+}
+
+function main(    user, max_value, watched, line, line_number, r, n, current, kind_of, value_of, name, count, kind, i, j, k, m, a, rcpt, dest, copies, sender) {
     load_policy(ENVIRON["MAILBAKE_POLICY"])
     user = ENVIRON["AUTH_AS"]
-    max_from = 16384
+    max_value = 16384
 
-    # The header block: up to the first empty line.
-    from_value = ""
-    from_count = 0
-    in_from = 0
+    # The header block: up to the first empty line. The sender headers are kept (unfolded:
+    # a continuation line keeps its white space) for authenticated mail.
+    watched["from"] = "From:"
+    watched["sender"] = "Sender:"
+    watched["resent-from"] = "Resent-From:"
+    watched["resent-sender"] = "Resent-Sender:"
+    n = 0
+    line_number = 0
+    current = 0
     while ((r = getline line) > 0) {
+        line_number++
         if (line == "")
             break
+        if (user != "" && line ~ /[\001-\010\012-\037\177]/)
+            refuse("5.7.1 line " line_number " of the header block holds a control character; remove it")
         if (line ~ /^[ \t]/) {
-            # A continuation line: unfolding keeps its white space. Only From: is kept.
-            if (in_from && length(from_value) <= max_from)
-                from_value = from_value line
+            if (current && length(value_of[current]) <= max_value)
+                value_of[current] = value_of[current] line
             continue
         }
-        start = tolower(substr(line, 1, 16))
-        if (substr(start, 1, 11) == "x-mailbake-")
+        current = 0
+        if (tolower(substr(line, 1, 11)) == "x-mailbake-")
             refuse("5.7.1 X-Mailbake-* headers are reserved for this server; remove " shown(substr(line, 1, index(line ":", ":") - 1)))
-        in_from = 0
-        if (start ~ /^from[ \t]*:/) {
-            in_from = 1
-            from_count++
-            from_value = from_value (from_count > 1 ? "," : "") substr(line, index(line, ":") + 1)
+        if (user == "")
+            continue
+        name = header_name(line)
+        if (name == "")
+            refuse("5.7.1 line " line_number " of the header block is not a header field (Name: value); fix or remove it")
+        if (header_blanks)
+            refuse("5.7.1 the " shown(header_written) " header has blanks before its colon; write " shown(header_written) ": without them")
+        if (name in watched) {
+            current = ++n
+            kind_of[n] = watched[name]
+            value_of[n] = substr(line, index(line, ":") + 1)
+            count[name]++
         }
     }
     if (r < 0)
         defer("4.3.0 mailbake: cannot read the message")
 
     # Copies per final destination, over every recipient of the message.
-    n = split(ENVIRON["RCPT_TO"], rcpt, " ")
-    for (i = 1; i <= n; i++) {
-        m = split(destinations_of(rcpt[i]), dest, " ")
-        for (j = 1; j <= m; j++)
+    m = split(ENVIRON["RCPT_TO"], rcpt, " ")
+    for (i = 1; i <= m; i++) {
+        k = split(destinations_of(rcpt[i]), dest, " ")
+        for (j = 1; j <= k; j++)
             if (++copies[dest[j]] > copies_limit)
                 refuse("5.5.3 this message would reach one mailbox more than " copies_limit " times; send it to fewer of this site's addresses")
     }
 
     if (user == "")
-        exit 0
+        return
 
     sender = ENVIRON["MAIL_FROM"]
     if (sender == "<>" || sender == "")
         refuse("5.7.1 authenticated mail needs your own address as the envelope sender, not <>")
-    if (!may_send_as(user, sender))
-        refuse("5.7.1 " shown(user) " may not send as " shown(sender) " (envelope sender); use your own address")
-    if (from_count == 0)
-        refuse("5.7.1 the message has no From: header; add one with your own address")
-    if (length(from_value) > max_from)
-        refuse("5.7.1 the From: header is too long to check")
-    k = from_addresses(from_value, from)
-    if (k <= 0)
-        refuse("5.7.1 the From: header is not a list of addresses this server can check; write it as Name <you@example.com>")
-    for (i = 1; i <= k; i++)
-        if (!may_send_as(user, from[i]))
-            refuse("5.7.1 " shown(user) " may not send as " shown(from[i]) " (From: header); use your own address")
-    exit 0
+    check_sender(user, sender, "envelope sender")
+    if (count["from"] == 0)
+        refuse("5.7.1 the message has no From: header; add exactly one, with your own address")
+    if (count["from"] > 1)
+        refuse("5.7.1 the message has " count["from"] " From: headers; send exactly one From: header, with your own address")
+    if (count["sender"] > 1)
+        refuse("5.7.1 the message has " count["sender"] " Sender: headers; send at most one")
+    for (i = 1; i <= n; i++) {
+        kind = kind_of[i]
+        if (length(value_of[i]) > max_value)
+            refuse("5.7.1 the " kind " header is too long to check")
+        a = mailbox_of(value_of[i])
+        if (a == "") {
+            if (mailbox_several)
+                refuse("5.7.1 the " kind " header lists several addresses; write exactly one address, your own, as Name <you@example.com>")
+            refuse("5.7.1 the " kind " header is not one address this server can check; write it as Name <you@example.com>")
+        }
+        check_sender(user, a, kind " header")
+    }
+}
+
+BEGIN {
+    if (!mailbake_library) {
+        main()
+        exit 0
+    }
 }
