@@ -288,8 +288,9 @@ fn zones_with_dmarc(
 }
 
 fn dmarc_check(d: &Deployment, dmarc: Option<&str>, extra: Vec<testkit::Zone>) -> Value {
+    let reserved = testkit::reserve_port();
     let dns = testkit::Dns::start(
-        testkit::loopback(testkit::free_port()),
+        testkit::loopback(reserved.number()),
         &zones_with_dmarc(d, dmarc, extra),
     )
     .unwrap_or_else(|e| panic!("{e}"));
