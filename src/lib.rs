@@ -43,6 +43,7 @@
 pub mod boot;
 pub mod build;
 pub mod cert;
+mod child;
 pub mod dns;
 pub mod drain;
 pub mod epoch;

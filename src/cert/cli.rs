@@ -97,7 +97,8 @@ pub fn run(args: &CertArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         Some(dir) => Cache::open(dir)?,
         None => Cache::open_default()?,
     };
-    let lego = PinnedLego::unpack(&lock, &lock_path, &cache, &mut std::io::stderr())?;
+    let lego_dir = job.store.lego_dir()?;
+    let lego = PinnedLego::unpack(&lock, &lock_path, &cache, lego_dir, &mut std::io::stderr())?;
     let total = todo.len();
     let mut failed = 0;
     for plan in &todo {
