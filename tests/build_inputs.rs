@@ -11,6 +11,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use testkit::{names, text};
+
 /// A site that forwards everything and has no users, no DKIM and no TLS material.
 const FORWARDING_ONLY: &str = r#"
 site: forwarder
@@ -38,24 +40,6 @@ fn build(site: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("mailbake runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Runs a build of `site` that must fail naming `expect`, with `out` and a fresh package
@@ -132,7 +116,10 @@ fn a_foreign_out_directory_fails_before_any_work() {
         dir.path(),
         &site,
         &out,
-        &["not a mailbake output", "choose another --out"],
+        &[
+            "is not an output of `mailbake build --out`",
+            "fix: choose another directory",
+        ],
     );
     assert_eq!(fs::read(out.join("precious")).expect("kept"), b"mine");
 }

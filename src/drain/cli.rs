@@ -83,7 +83,7 @@ pub fn run(args: &DrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let site = &loaded.site;
     let (_, host) = site::find_host(&loaded, &args.host).map_err(DrainError::from)?;
     if let Some(dir) = &args.export {
-        output::check_destination(dir)?;
+        output::check_destination(dir, output::OutputKind::DrainExport)?;
     }
     let target = match &args.connect {
         Some(value) => connect_target(value)?,
@@ -101,7 +101,7 @@ pub fn run(args: &DrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             .iter()
             .map(|(name, bytes, _)| OutputFile::secret(name.clone(), bytes.clone()))
             .collect();
-        output::write_dir(dir, &files)?;
+        output::write_dir(dir, output::OutputKind::DrainExport, &files)?;
         let _ = writeln!(
             out,
             "exported {} queue item(s) to {}: put them into the next host's queue (docs/upgrade.md)",
