@@ -51,6 +51,7 @@ pub mod fetch;
 pub mod image;
 pub mod init;
 pub mod output;
+pub mod outside;
 pub mod overlay;
 pub mod secrets;
 pub mod seed;

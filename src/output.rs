@@ -111,7 +111,9 @@ pub enum OutputError {
         kind: OutputKind,
         source: std::io::Error,
     },
-    #[error("output path `{path}` must be relative and stay inside the output directory")]
+    #[error(
+        "output path `{path}` must be relative, stay inside the output directory and hold no control character"
+    )]
     BadPath { path: String },
     #[error("output path `{path}` is the name of a file mailbake writes itself in every output")]
     Reserved { path: String },
@@ -373,7 +375,11 @@ fn set_directory_modes(root: &Path, files: &[OutputFile]) -> Result<(), OutputEr
 
 /// Where `path` (relative, inside the output) goes in the staging directory; its parent made.
 fn staged_path(staging: &Path, path: &str) -> Result<PathBuf, OutputError> {
-    if path.starts_with('/') || path.split('/').any(|s| s.is_empty() || s == "..") {
+    // A control character (a newline above all) would forge a line of SHA256SUMS.
+    if path.starts_with('/')
+        || path.split('/').any(|s| s.is_empty() || s == "..")
+        || path.chars().any(char::is_control)
+    {
         return Err(OutputError::BadPath {
             path: path.to_string(),
         });
@@ -577,6 +583,22 @@ mod tests {
             "leftovers after: {said}"
         );
         assert_eq!(fs::read(real.join("a")).unwrap(), b"one");
+    }
+
+    #[test]
+    fn a_name_with_a_newline_never_reaches_sha256sums() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("out");
+        let forged =
+            "m:a\n0000000000000000000000000000000000000000000000000000000000000000  overlay.tar";
+        let err = write_dir(
+            &dest,
+            OutputKind::DrainExport,
+            &[OutputFile::secret(forged, vec![])],
+        )
+        .expect_err("a newline in a name is refused");
+        assert!(err.to_string().contains("no control character"), "{err}");
+        assert!(!dest.exists());
     }
 
     #[test]
