@@ -30,8 +30,8 @@ ssh:
 ";
 
 /// The stand-in lego: the state directory is its third argument (`--accept-tos --path DIR`).
-/// It writes an account key with lego's loose mode and a file in its temporary directory,
-/// records its pid, and hangs in the same process (`exec`), as a lego waiting on a CA does.
+/// It writes an account key with lego's loose mode and a file in its temporary directory
+/// (`$TMPDIR`, else the system's, which the fixture makes its own `tmp/`), records its pid, and hangs in the same process (`exec`), as a lego waiting on a CA does.
 const LEGO: &str = r#"#!/bin/sh
 set -eu
 state="$3"
@@ -39,7 +39,7 @@ mkdir -p "$state/accounts/acme.example/ops@example.com/keys"
 key="$state/accounts/acme.example/ops@example.com/keys/ops@example.com.key"
 printf 'new account key\n' > "$key"
 chmod 644 "$key"
-printf 'scratch\n' > "${TMPDIR:-/tmp}/lego-scratch"
+printf 'scratch\n' > "${TMPDIR:-$SYSTEM_TMP}/lego-scratch"
 echo "$$" > "$FAKE_LEGO_PID.tmp"
 mv "$FAKE_LEGO_PID.tmp" "$FAKE_LEGO_PID"
 exec sleep 120
@@ -60,7 +60,12 @@ impl Fixture {
             .and_then(|store| {
                 store.write_secret(
                     mailbake::secrets::ACME_ENV,
-                    format!("FAKE_LEGO_PID={}\n", root.join("lego.pid").display()).as_bytes(),
+                    format!(
+                        "FAKE_LEGO_PID={}\nSYSTEM_TMP={}\n",
+                        root.join("lego.pid").display(),
+                        root.join("tmp").display()
+                    )
+                    .as_bytes(),
                 )
             })
             .expect("a store with acme.env");
