@@ -65,7 +65,7 @@ fn build_refuses_a_drain_export_and_a_symlink_before_building() {
 }
 
 #[test]
-fn drain_refuses_an_export_it_cannot_write_before_it_connects() {
+fn drain_refuses_an_export_or_key_it_cannot_use_before_it_connects() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // A stand-in ssh that records being run: the host must not be touched.
     let bin = tmp.path().join("bin");
@@ -96,24 +96,23 @@ fn drain_refuses_an_export_it_cannot_write_before_it_connects() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    for (export, expect) in [
-        ("a-file/export", "cannot write into"),
+    for (option, export, expect) in [
+        ("--export", "a-file/export", "cannot write into"),
         (
+            "--export",
             "out",
             "holds the output of `mailbake build --out`, which `mailbake drain --export` must not replace",
+        ),
+        (
+            "--ssh-key",
+            "no-such-key",
+            "--ssh-key no-such-key: No such file or directory",
         ),
     ] {
         let out = Command::new(mailbake_bin())
             .args(["drain"])
             .arg(example_site())
-            .args([
-                "--host",
-                "mx1",
-                "--connect",
-                "192.0.2.1",
-                "--export",
-                export,
-            ])
+            .args(["--host", "mx1", "--connect", "192.0.2.1", option, export])
             .current_dir(tmp.path())
             .env("PATH", &path)
             .output()

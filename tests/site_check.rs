@@ -873,3 +873,26 @@ fn the_operator_may_not_be_a_system_account_or_group() {
         );
     }
 }
+
+/// An https: report URI is valid TLS-RPT (RFC 8460): the error says why mailbake still wants a
+/// `mailto:` one, and never suggests `mailto:https://…`.
+#[test]
+fn an_https_report_uri_gets_an_error_that_explains_itself() {
+    let text = example_with(
+        "      ruf: mailto:ruf@example.com\n",
+        "      ruf: mailto:ruf@example.com\n    tls_rpt:\n      rua: https://reports.example.com/tlsrpt\n",
+    );
+    assert_refused(
+        &text,
+        "rua: https://",
+        &[
+            "valid for TLS-RPT, RFC 8460",
+            "e.g. `mailto:reports@example.com`",
+        ],
+    );
+    assert!(
+        !problems(&text).contains("mailto:https"),
+        "{}",
+        problems(&text)
+    );
+}

@@ -83,8 +83,13 @@ pub fn run(args: &DrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let loaded = site::load(&args.site)?;
     let site = &loaded.site;
     let (_, host) = site::find_host(&loaded, &args.host).map_err(DrainError::from)?;
+    // Everything that can be checked here is checked before the host is touched: the
+    // drain closes its port 25.
     if let Some(dir) = &args.export {
         output::check_destination(dir, output::OutputKind::DrainExport)?;
+    }
+    if let Some(key) = &args.ssh_key {
+        check_ssh_key(key)?;
     }
     let target = match &args.connect {
         Some(value) => connect_target(value)?,
@@ -116,6 +121,25 @@ pub fn run(args: &DrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         fqdn: host.fqdn.to_string(),
     }
     .into())
+}
+
+/// `--ssh-key` must be a file mailbake can read: ssh only warns about a missing one and then
+/// tries the agent's keys, so a typo would otherwise surface as an unrelated login failure
+/// after the drain began.
+fn check_ssh_key(key: &std::path::Path) -> anyhow::Result<()> {
+    let readable = std::fs::metadata(key).and_then(|m| {
+        if m.is_file() {
+            std::fs::File::open(key).map(drop)
+        } else {
+            Err(std::io::Error::other("not a regular file"))
+        }
+    });
+    readable.map_err(|e| {
+        anyhow::anyhow!(
+            "--ssh-key {}: {e}; nothing was done on the host\n  fix: give the private key file (e.g. ~/.ssh/id_ed25519), or leave --ssh-key out to use ssh-agent and ssh's defaults",
+            key.display()
+        )
+    })
 }
 
 /// `--connect`: an IP address or a host name, never something ssh could read as an option.
