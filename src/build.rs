@@ -52,7 +52,7 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
     let started = Instant::now();
 
     // --- Inputs, all checked before anything is fetched or written.
-    output::check_destination(&opts.out)?;
+    output::check_destination(&opts.out, output::OutputKind::Build)?;
     let loaded = site::load(&opts.site)?;
     let _ = writeln!(
         progress,
@@ -148,7 +148,7 @@ pub fn run(opts: &BuildOptions, progress: &mut dyn Write) -> anyhow::Result<Buil
     let mut files = overlay_files;
     files.extend(seed::output_files(&seeds));
     files.extend(dns);
-    let written = output::write_dir_reusing(&opts.out, &files, &reused)?;
+    let written = output::write_dir_reusing(&opts.out, output::OutputKind::Build, &files, &reused)?;
     let _ = writeln!(
         progress,
         "wrote {} in {:.1}s",

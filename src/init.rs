@@ -1,15 +1,16 @@
 //! `mailbake init DOMAIN [--dir DIR]`: a new site to start from.
 //!
-//! Writes `DIR/site.yaml`, a commented site file for one domain and one host, and creates
-//! `DIR/secrets/`, an empty secrets store (0700). Every value the operator must replace is
+//! Writes `DIR/site.yaml`, a commented site file for one domain and one host (0600, in a
+//! `DIR` made 0700 when init creates it, whatever the umask), and creates `DIR/secrets/`, an
+//! empty secrets store (0700). Every value the operator must replace is
 //! marked `REPLACE` and taken from the documentation ranges (203.0.113.0/24, 2001:db8::/32),
 //! so the file passes `mailbake check` as written but can never be mistaken for a real
 //! host. Nothing that exists is ever overwritten: when either path exists, nothing is
 //! written at all.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -29,10 +30,21 @@ pub struct InitArgs {
 /// The file names `init` writes inside `--dir`.
 const SITE_FILE: &str = "site.yaml";
 const SECRETS_DIR: &str = "secrets";
+/// Modes of what init creates: only the operator may read or change the site.
+const PRIVATE_DIR: u32 = 0o700;
+const PRIVATE_FILE: u32 = 0o600;
 
 pub fn run(args: &InitArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let domain = DomainName::try_from(args.domain.as_str())
         .map_err(|why| anyhow::anyhow!("DOMAIN {why}"))?;
+    if let Ok(meta) = fs::metadata(&args.dir)
+        && !meta.is_dir()
+    {
+        bail!(
+            "--dir {} is not a directory; init writes site.yaml and secrets/ into a directory\n  fix: give a directory, existing or not (a missing one is created, mode 0700)",
+            args.dir.display()
+        );
+    }
     let site_path = args.dir.join(SITE_FILE);
     let secrets_path = args.dir.join(SECRETS_DIR);
     for path in [&site_path, &secrets_path] {
@@ -49,7 +61,7 @@ pub fn run(args: &InitArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         anyhow::anyhow!("internal error: the site file init would write is invalid:\n{e}")
     })?;
 
-    fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    make_private_dir(&args.dir)?;
     SecretStore::create(&secrets_path)?;
     if let Err(e) = write_new(&site_path, text.as_bytes()) {
         // Leave nothing half-made: the store is empty, so removing it loses nothing.
@@ -65,14 +77,41 @@ pub fn run(args: &InitArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates `path` (0644) with `bytes`; fails if it exists.
+/// Creates `dir` and its missing parents, each 0700 whatever the umask: the site file lists
+/// the SSH keys that become root on every host, so nobody else may swap it or its directory.
+/// A directory that exists is the operator's and is left as it is.
+fn make_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    let mut current = Some(dir);
+    while let Some(d) = current.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d);
+        current = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        DirBuilder::new()
+            .mode(PRIVATE_DIR)
+            .create(d)
+            // Created with at most 0700 (the umask only removes bits); set in case it took
+            // the owner's too.
+            .and_then(|()| fs::set_permissions(d, fs::Permissions::from_mode(PRIVATE_DIR)))
+            .with_context(|| format!("creating {}", d.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates `path` (0600, whatever the umask) with `bytes`; fails if it exists.
 fn write_new(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(PRIVATE_FILE)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
+    file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))

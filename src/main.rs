@@ -80,7 +80,7 @@ enum Command {
 struct BuildArgs {
     /// The site file (YAML).
     site: PathBuf,
-    /// Output directory; replaced atomically (only if it is empty or an earlier mailbake output).
+    /// Output directory; replaced atomically, and only if it is empty or an earlier `build --out`.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Lock file pinning the Debian packages [default: the packages.lock built into mailbake].
@@ -97,7 +97,7 @@ struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     secrets: Option<PathBuf>,
     /// Timestamp for every file in the artifacts (seconds since 1970).
-    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = mailbake::epoch::DEFAULT_SOURCE_DATE_EPOCH)]
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = mailbake::epoch::DEFAULT_SOURCE_DATE_EPOCH, value_parser = mailbake::epoch::parse)]
     source_date_epoch: u64,
 }
 

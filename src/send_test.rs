@@ -241,20 +241,22 @@ impl Outcome {
             self.fqdn, self.addr, self.port
         );
         match &self.certificate {
+            // The certificate's text, the transcript and the reply are what the server sent:
+            // escaped, so none of it acts on the terminal.
             Some(c) => {
                 for line in c.lines() {
-                    out.push_str(&format!("  {line}\n"));
+                    out.push_str(&format!("  {}\n", crate::outside::line(&line)));
                 }
             }
             None => out.push_str("  (not readable)\n"),
         }
         out.push_str("\nTranscript (the password and the AUTH exchange are not shown):\n");
         for line in &self.transcript.0 {
-            out.push_str(&format!("  {line}\n"));
+            out.push_str(&format!("  {}\n", crate::outside::line(line)));
         }
         out.push_str(&format!(
             "\nAccepted: {}\n  chasquid's 250 reply carries no queue id (the text is one of its jokes); on the host, `journalctl -u chasquid` shows the message queued under chasquid's own id, with sender {} and recipient {}.\n",
-            probe::reply_text(&self.reply),
+            crate::outside::line(&probe::reply_text(&self.reply)),
             self.from,
             self.to
         ));

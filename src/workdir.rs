@@ -36,13 +36,7 @@ pub fn remove_stale(parent: &Path, prefix: &str) -> Vec<PathBuf> {
     let me = unsafe { libc::geteuid() };
     let mut removed = Vec::new();
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(prefix))
-            .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| owner(n, prefix)) else {
             continue;
         };
         let path = entry.path();
@@ -52,6 +46,18 @@ pub fn remove_stale(parent: &Path, prefix: &str) -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// Whether `name` is `<prefix><pid>-…` and that process is running: such a directory is in
+/// use and must be left alone. A name without a pid has no owner to wait for.
+pub fn owner_alive(name: &str, prefix: &str) -> bool {
+    owner(name, prefix).is_some_and(alive)
+}
+
+/// The pid in a name `<prefix><pid>-…`.
+fn owner(name: &str, prefix: &str) -> Option<libc::pid_t> {
+    let (pid, _) = name.strip_prefix(prefix)?.split_once('-')?;
+    pid.parse().ok()
 }
 
 /// Whether a process with this pid exists (signal 0 checks without sending anything; EPERM

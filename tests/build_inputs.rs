@@ -13,6 +13,8 @@ use std::process::{Command, Output};
 // Linked for its watchdog, which bounds every test (tests/support/src/watchdog.rs).
 use testkit as _;
 
+use testkit::{names, text};
+
 /// A site that forwards everything and has no users, no DKIM and no TLS material.
 const FORWARDING_ONLY: &str = r#"
 site: forwarder
@@ -40,24 +42,6 @@ fn build(site: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("mailbake runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// Runs a build of `site` that must fail naming `expect`, with `out` and a fresh package
@@ -134,7 +118,10 @@ fn a_foreign_out_directory_fails_before_any_work() {
         dir.path(),
         &site,
         &out,
-        &["not a mailbake output", "choose another --out"],
+        &[
+            "is not an output of `mailbake build --out`",
+            "fix: choose another directory",
+        ],
     );
     assert_eq!(fs::read(out.join("precious")).expect("kept"), b"mine");
 }

@@ -118,3 +118,51 @@ fn init_never_overwrites_and_writes_nothing_when_it_refuses() {
         "{help}"
     );
 }
+
+/// The site file names the SSH keys that become root on every host: what init creates is the
+/// operator's alone even under `umask 000`, and a `--dir` that is not a directory is named.
+#[test]
+fn init_makes_the_site_private_whatever_the_umask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+        .arg(testkit::mailbake_bin())
+        .args(["init", "example.org", "--dir", "new/site"])
+        .current_dir(tmp.path())
+        .output()
+        .expect("sh runs mailbake init");
+    assert_ok(&out, "init under umask 000");
+    let site = tmp.path().join("new/site");
+    let modes = [
+        ("new", mode(&tmp.path().join("new"))),
+        ("new/site", mode(&site)),
+        ("new/site/site.yaml", mode(&site.join("site.yaml"))),
+        ("new/site/secrets", mode(&site.join("secrets"))),
+    ];
+    assert_eq!(
+        modes,
+        [
+            ("new", 0o700),
+            ("new/site", 0o700),
+            ("new/site/site.yaml", 0o600),
+            ("new/site/secrets", 0o700)
+        ],
+        "modes (octal {:o} {:o} {:o} {:o})",
+        modes[0].1,
+        modes[1].1,
+        modes[2].1,
+        modes[3].1
+    );
+
+    let not_a_dir = mailbake(
+        tmp.path(),
+        &["init", "example.org", "--dir", "/dev/null"],
+        "",
+    );
+    let said = String::from_utf8_lossy(&not_a_dir.stderr);
+    assert_eq!(not_a_dir.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("--dir /dev/null is not a directory") && said.contains("fix:"),
+        "{said}"
+    );
+}

@@ -831,6 +831,35 @@ fn acme_without_credentials_is_an_error_naming_the_fix() {
     assert_fails_cleanly(&fx, &["tls.acme", "acme.env", "NAME=value"]);
 }
 
+/// systemd ends an EnvironmentFile line at CR: `A=x\rB=y` is two variables on the host and
+/// one value for `mailbake cert`. The build ships no file the two would read differently.
+#[test]
+fn acme_credentials_with_cr_or_nul_are_refused() {
+    for (bytes, line) in [
+        (
+            &b"RFC2136_TSIG_KEY=acme.\rRFC2136_NAMESERVER=198.51.100.1\n"[..],
+            1,
+        ),
+        (
+            &b"RFC2136_TSIG_KEY=acme.\nRFC2136_TSIG_SECRET=c2Vj\0cmV0\n"[..],
+            2,
+        ),
+    ] {
+        let fx = Fixture::new(SITE);
+        fx.store()
+            .write_secret("acme.env", bytes)
+            .expect("acme.env");
+        assert_fails_cleanly(
+            &fx,
+            &[
+                &format!("acme.env:{line}:"),
+                "carriage return (CR) or a NUL byte",
+                "fix:",
+            ],
+        );
+    }
+}
+
 /// One file of the built overlay, as the image has it.
 fn overlay_file(out: &Path, path: &str) -> Vec<u8> {
     let tar = Command::new("tar")

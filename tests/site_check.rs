@@ -827,3 +827,156 @@ fn auth_guard_allow_takes_networks_and_says_how_to_fix_others() {
         assert_refused(&text, entry, fragments);
     }
 }
+
+/// Values that parse but would be wrong on a host or in DNS: each is refused at its line,
+/// with what is wrong and what would be valid.
+#[test]
+fn values_that_would_be_accepted_but_wrong_are_refused() {
+    const ACME: &str = "tls:\n  acme:\n    provider: rfc2136\n    email: ops@example.com\n";
+    let with_acme = |from: &str, to: &str| format!("{EXAMPLE}{ACME}").replace(from, to);
+    let rows: Vec<(String, &str, Vec<&str>)> = vec![
+        (
+            example_with(
+                "    ipv4: 203.0.113.10\n",
+                "    ipv4: { address: 203.0.113.10/0, gateway: 203.0.113.1 }\n",
+            ),
+            "203.0.113.10/0",
+            vec!["/0 prefix is implausible", "e.g. /24"],
+        ),
+        (
+            example_with(
+                "    ipv4: 203.0.113.10\n",
+                "    ipv4: 203.0.113.10\n    nameservers: [\"0.0.0.0\"]\n",
+            ),
+            "0.0.0.0",
+            vec!["0.0.0.0 is not the address of a DNS server"],
+        ),
+        (
+            example_with(
+                "    ipv4: 203.0.113.10\n",
+                "    ipv4: 203.0.113.10\n    nameservers: [\"224.0.0.251\"]\n",
+            ),
+            "224.0.0.251",
+            vec!["not the address of a DNS server"],
+        ),
+        (
+            format!("{EXAMPLE}dns:\n  ttl: 2147483648\n"),
+            "ttl: 2147483648",
+            vec!["larger than DNS allows (2147483647", "e.g. 3600"],
+        ),
+        (
+            example_with(
+                "      include: [_spf.google.com]\n",
+                "      include: [_spf.google.com, Example.COM]\n",
+            ),
+            "Example.COM",
+            vec![
+                "would include example.com itself",
+                "permerror",
+                "remove `example.com`",
+            ],
+        ),
+        (
+            example_with(
+                "      policy: \"~all\"\n",
+                "      policy: \"~all\"\n    mta_sts: { mode: testing, max_age: 0 }\n",
+            ),
+            "max_age: 0",
+            vec!["max_age 0 is too short", "at least 86400"],
+        ),
+        (
+            with_acme("email: ops@example.com", "email: \"o`ps@example.com\""),
+            "email: \"o`ps",
+            vec!["has '`' before the `@`", "ACME account e-mail"],
+        ),
+        (
+            with_acme("email: ops@example.com", "email: ops.@example.com"),
+            "email: ops.@",
+            vec!["starts or ends with `.`"],
+        ),
+        (
+            with_acme(
+                "email: ops@example.com",
+                &format!("email: {}@example.com", "a".repeat(300)),
+            ),
+            "email: aaaa",
+            vec!["is 300 characters long", "at most 64"],
+        ),
+        (
+            with_acme(
+                "email: ops@example.com\n",
+                "email: ops@example.com\n    directory: https://user:s3cret@ca.example/dir\n",
+            ),
+            "directory:",
+            vec!["holds user information"],
+        ),
+        (
+            with_acme(
+                "email: ops@example.com\n",
+                "email: ops@example.com\n    directory: https://bücher.example/dir\n",
+            ),
+            "directory:",
+            vec!["not ASCII", "punycode"],
+        ),
+        (
+            with_acme(
+                "email: ops@example.com\n",
+                "email: ops@example.com\n    directory: https://-x/dir\n",
+            ),
+            "directory:",
+            vec!["starting with a letter or digit"],
+        ),
+    ];
+    for (text, marker, fragments) in &rows {
+        assert_refused(text, marker, fragments);
+    }
+}
+
+/// cloud-init gives an existing account the operator's sudo rule and keys: `ssh.user` may
+/// not name any user or group the base image has, nor a name reserved for the system.
+#[test]
+fn the_operator_may_not_be_a_system_account_or_group() {
+    for name in [
+        "messagebus",
+        "mail",
+        "_apt",
+        "www-data",
+        "systemd-resolve",
+        "sync",
+        "shadow",
+        "sudo",
+    ] {
+        let text = example_with(
+            "  authorized_keys: []\n",
+            &format!("  authorized_keys: []\n  user: \"{name}\"\n"),
+        );
+        assert_refused(
+            &text,
+            "  user:",
+            &[&format!("`{name}`"), "choose another operator name"],
+        );
+    }
+}
+
+/// An https: report URI is valid TLS-RPT (RFC 8460): the error says why mailbake still wants a
+/// `mailto:` one, and never suggests `mailto:https://…`.
+#[test]
+fn an_https_report_uri_gets_an_error_that_explains_itself() {
+    let text = example_with(
+        "      ruf: mailto:ruf@example.com\n",
+        "      ruf: mailto:ruf@example.com\n    tls_rpt:\n      rua: https://reports.example.com/tlsrpt\n",
+    );
+    assert_refused(
+        &text,
+        "rua: https://",
+        &[
+            "valid for TLS-RPT, RFC 8460",
+            "e.g. `mailto:reports@example.com`",
+        ],
+    );
+    assert!(
+        !problems(&text).contains("mailto:https"),
+        "{}",
+        problems(&text)
+    );
+}

@@ -340,3 +340,61 @@ fn verify_judges_dmarc_as_rfc_9989_does() {
         "{nowhere:#}"
     );
 }
+
+/// A hostile DNS server's TXT records (an included SPF record, the DMARC record) carry escape
+/// sequences that would retitle and clear the terminal and print a forged verdict: the text
+/// report and the JSON show them escaped, and hold no control character.
+#[test]
+fn hostile_txt_records_never_reach_the_terminal_raw() {
+    const HOSTILE: &str = r"\027]0;owned\007\027[2J\013\010 PASS  ALL CHECKS PASSED";
+    let d = deployment();
+    // The built zone with its DMARC record replaced by the hostile one.
+    let zone_file = d.out.join("dns/example.com.zone");
+    let zone = std::fs::read_to_string(&zone_file).expect("the built zone");
+    let hostile_zone: String = zone
+        .lines()
+        .map(|l| match l.starts_with("_dmarc") {
+            true => format!("_dmarc IN TXT \"v=DMARC1; p=reject; {HOSTILE}\"\n"),
+            false => format!("{l}\n"),
+        })
+        .collect();
+    assert_ne!(zone, hostile_zone, "the zone has a _dmarc record:\n{zone}");
+    std::fs::write(&zone_file, hostile_zone).expect("write the hostile zone");
+    let mut zones = zones(&d.out, &|_| false);
+    zones.pop(); // the benign google.com
+    zones.push(testkit::Zone::from_records(
+        "google.com",
+        &[format!("_spf IN TXT \"v=spf1 {HOSTILE} -all\"")],
+    ));
+    let reserved = testkit::reserve_port();
+    let dns = testkit::Dns::start(testkit::loopback(reserved.number()), &zones)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let site = testkit::example_site();
+    let resolver = dns.addr().to_string();
+    for format in ["text", "json"] {
+        let out = mailbake(&[
+            "verify",
+            site.to_str().expect("utf-8 path"),
+            "--resolver",
+            &resolver,
+            "--secrets",
+            d.secrets.to_str().expect("utf-8 path"),
+            "--only",
+            "spf",
+            "--only",
+            "dmarc",
+            "--format",
+            format,
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let raw: Vec<char> = text
+            .chars()
+            .filter(|c| c.is_control() && *c != '\n')
+            .collect();
+        assert!(raw.is_empty(), "{format}: raw {raw:?} in:\n{text}");
+        assert!(
+            text.contains("owned"),
+            "{format}: the hostile record is not shown at all:\n{text}"
+        );
+    }
+}

@@ -46,7 +46,7 @@ pub struct BootArgs {
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
     /// Host ports PORT.. for guest ports 25, 465, 587, 22 (default: free ports)
-    #[arg(long, value_name = "PORT")]
+    #[arg(long, value_name = "PORT", value_parser = parse_forward_base)]
     pub forward_base: Option<u16>,
     /// Write guest changes into the image instead of a throw-away overlay
     #[arg(long)]
@@ -199,4 +199,35 @@ struct SeedDir {
     /// Kept for its `Drop`, which removes the directory.
     _dir: tempfile::TempDir,
     path: PathBuf,
+}
+
+/// `--forward-base`: the first of the host ports for guest ports 25, 465, 587 and 22, so all
+/// four must be real ports (port 0 would let the kernel pick, and past 65535 they wrap).
+fn parse_forward_base(text: &str) -> Result<u16, String> {
+    const COUNT: u16 = super::DEFAULT_GUEST_PORTS.len() as u16;
+    let last = u16::MAX - (COUNT - 1);
+    text.parse::<u16>()
+        .ok()
+        .filter(|base| (1..=last).contains(base))
+        .ok_or_else(|| {
+            format!(
+                "`{}`: give the first of {COUNT} host ports, from 1 to {last} (e.g. 10025)",
+                text.escape_debug()
+            )
+        })
+}
+
+#[cfg(test)]
+mod forward_base_tests {
+    use super::parse_forward_base;
+
+    #[test]
+    fn the_forward_base_leaves_room_for_four_real_ports() {
+        assert_eq!(parse_forward_base("10025"), Ok(10025));
+        assert_eq!(parse_forward_base("65532"), Ok(65532));
+        for bad in ["0", "65533", "65535", "70000", "-1", ""] {
+            let said = parse_forward_base(bad).unwrap_err();
+            assert!(said.contains("from 1 to 65532"), "{bad:?}: {said}");
+        }
+    }
 }

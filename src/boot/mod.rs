@@ -340,7 +340,9 @@ impl Vm {
             // Own process group: a terminal Ctrl-C reaches mailbake, which then shuts QEMU down
             // in order, instead of killing both at once.
             .process_group(0);
-        die_with_parent(&mut cmd);
+        // Even a `kill -9` of mailbake leaves no guest running (its own group is out of
+        // reach of the terminal's signals).
+        crate::child::die_with_parent(&mut cmd, "mailbake exited before QEMU started");
         let child = cmd.spawn().map_err(|source| BootError::Spawn {
             qemu: opts.qemu.clone(),
             source,
@@ -518,28 +520,6 @@ impl Drop for Vm {
 /// Prefix of the private directory of a running guest (QMP socket, logs), pid-tagged so a
 /// later run removes the ones a killed mailbake left.
 pub(crate) const VM_DIR_PREFIX: &str = "mailbake-vm-";
-
-/// Makes the kernel kill QEMU when the thread that started it dies, so even a `kill -9` of
-/// mailbake leaves no guest running (its own group is out of reach of the terminal's
-/// signals). If mailbake died between fork and this call, QEMU has already been reparented:
-/// it exits at once instead of running unowned.
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the closure runs in the child between fork and exec and only makes
-    // async-signal-safe system calls (prctl, getppid).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(io::Error::other("mailbake exited before QEMU started"));
-            }
-            Ok(())
-        });
-    }
-}
 
 /// Polls `child` until it exits or `timeout` passes; true when it exited (and was reaped).
 fn wait_timeout(child: &mut Child, timeout: Duration) -> bool {

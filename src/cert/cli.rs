@@ -97,7 +97,8 @@ pub fn run(args: &CertArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         Some(dir) => Cache::open(dir)?,
         None => Cache::open_default()?,
     };
-    let lego = PinnedLego::unpack(&lock, &lock_path, &cache, &mut std::io::stderr())?;
+    let lego_dir = job.store.lego_dir()?;
+    let lego = PinnedLego::unpack(&lock, &lock_path, &cache, lego_dir, &mut std::io::stderr())?;
     let total = todo.len();
     let mut failed = 0;
     for plan in &todo {
@@ -311,9 +312,25 @@ fn kept(stored: Option<&StoredCertificate>) -> String {
     }
 }
 
+/// lego's last lines, indented under the error. They carry the CA's and the DNS provider's
+/// own words, so each line is escaped: nothing they send acts on the terminal.
 fn indent(text: &str) -> String {
     text.lines()
-        .map(|l| format!("    {l}"))
+        .map(|l| format!("    {}", crate::outside::line(l)))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::indent;
+
+    #[test]
+    fn legos_words_are_indented_and_escaped() {
+        let said = indent("2026/01/01 error: \x1b]0;owned\x07acme: \x1b[2J\rALL ISSUED\nnext");
+        assert_eq!(
+            said,
+            "    2026/01/01 error: \\u{1b}]0;owned\\u{7}acme: \\u{1b}[2J\\u{d}ALL ISSUED\n    next"
+        );
+    }
 }

@@ -34,8 +34,19 @@ pub fn parse(text: &[u8], path: &Path) -> Result<Vec<(String, String)>, EnvFileE
         )
     })?;
     let mut vars: Vec<(String, String)> = Vec::new();
-    for (n, raw) in text.lines().enumerate() {
+    // Split on `\n` alone, so a CR is seen wherever it is (`lines()` would drop one before
+    // each `\n` and keep the others inside values).
+    for (n, raw) in text.split_terminator('\n').enumerate() {
         let line = n + 1;
+        // systemd ends a line at CR as at LF (so `A=x\rB=y` is two variables there and one
+        // value here) and a C string at NUL: refuse both rather than read the file otherwise.
+        if raw.contains(['\r', '\0']) {
+            return Err(err(
+                line,
+                "the line holds a carriage return (CR) or a NUL byte, which systemd reads as the end of the line or the value",
+                "save the file with plain LF line ends and no control characters (e.g. `sed -i 's/\\r$//' acme.env`)",
+            ));
+        }
         let trimmed = raw.trim_start();
         if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
             continue;
@@ -126,6 +137,10 @@ mod tests {
             ("A=\"a\"b\"\n", 1, "quote"),
             ("A=it's\n", 1, "quote"),
             ("A=\"unterminated\n", 1, "quote"),
+            ("A=x\rB=y\n", 1, "carriage return"),
+            ("A=1\r\n", 1, "carriage return"),
+            ("A=1\nB=x\0y\n", 2, "NUL"),
+            ("A=1\n\r\n", 2, "carriage return"),
         ] {
             let msg = refused(text);
             assert!(

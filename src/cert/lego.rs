@@ -34,18 +34,21 @@ const PASSED_ENV: [&str; 11] = [
     "SSL_CERT_DIR",
 ];
 
-/// lego unpacked from its pinned package into a temporary directory, removed on drop.
+/// lego unpacked from its pinned package into a private directory, removed on drop.
 pub struct PinnedLego {
     dir: tempfile::TempDir,
     pub label: String,
 }
 
 impl PinnedLego {
-    /// Fetches (or finds in `cache`) lego's pinned package and unpacks its binary.
+    /// Fetches (or finds in `cache`) lego's pinned package and unpacks its binary into `dir`,
+    /// a private directory ([`crate::secrets::SecretStore::lego_dir`]) that also takes lego's
+    /// log and temporary files.
     pub fn unpack(
         lock: &Lock,
         lock_path: &Path,
         cache: &Cache,
+        dir: tempfile::TempDir,
         progress: &mut dyn Write,
     ) -> Result<PinnedLego, CertError> {
         let pinned = lock
@@ -70,10 +73,6 @@ impl PinnedLego {
                 path: deb.path.clone(),
             }
         })?;
-        let dir = tempfile::Builder::new()
-            .prefix("mailbake-lego-")
-            .tempdir()
-            .map_err(|e| CertError::io("create a directory for lego", std::env::temp_dir(), e))?;
         let bin = dir.path().join("lego");
         fs::write(&bin, &entry.contents)
             .and_then(|()| fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)))
@@ -114,6 +113,12 @@ impl PinnedLego {
         if let Some(ca) = request.ca_file {
             cmd.env("LEGO_CA_CERTIFICATES", ca);
         }
+        // Whatever lego puts in a temporary file stays in the private directory, which goes
+        // with the run, and never in the shared /tmp.
+        cmd.env("TMPDIR", self.dir.path());
+        // A lego that outlived a killed mailbake would keep writing the new account and key
+        // into a work directory that nothing owns any more.
+        crate::child::die_with_parent(&mut cmd, "mailbake exited before lego started");
         let failed = |status: String, output: String| LegoFailed { status, output };
         let log = fs::File::create(&log_path)
             .and_then(|f| Ok((f.try_clone()?, f)))

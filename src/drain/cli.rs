@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::queue::{ITEM_PREFIX, QueueItem};
+use super::queue::{QueueItem, is_item_name};
 use super::{DrainError, REMOTE_SCRIPT, shell};
 use crate::output::{self, OutputFile};
+use crate::outside;
 use crate::site::{self, DomainName, Host};
 
 /// Longest `--timeout`: a drain is something an operator waits for.
@@ -82,8 +83,13 @@ pub fn run(args: &DrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let loaded = site::load(&args.site)?;
     let site = &loaded.site;
     let (_, host) = site::find_host(&loaded, &args.host).map_err(DrainError::from)?;
+    // Everything that can be checked here is checked before the host is touched: the
+    // drain closes its port 25.
     if let Some(dir) = &args.export {
-        output::check_destination(dir)?;
+        output::check_destination(dir, output::OutputKind::DrainExport)?;
+    }
+    if let Some(key) = &args.ssh_key {
+        check_ssh_key(key)?;
     }
     let target = match &args.connect {
         Some(value) => connect_target(value)?,
@@ -101,7 +107,7 @@ pub fn run(args: &DrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             .iter()
             .map(|(name, bytes, _)| OutputFile::secret(name.clone(), bytes.clone()))
             .collect();
-        output::write_dir(dir, &files)?;
+        output::write_dir(dir, output::OutputKind::DrainExport, &files)?;
         let _ = writeln!(
             out,
             "exported {} queue item(s) to {}: put them into the next host's queue (docs/upgrade.md)",
@@ -115,6 +121,25 @@ pub fn run(args: &DrainArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         fqdn: host.fqdn.to_string(),
     }
     .into())
+}
+
+/// `--ssh-key` must be a file mailbake can read: ssh only warns about a missing one and then
+/// tries the agent's keys, so a typo would otherwise surface as an unrelated login failure
+/// after the drain began.
+fn check_ssh_key(key: &std::path::Path) -> anyhow::Result<()> {
+    let readable = std::fs::metadata(key).and_then(|m| {
+        if m.is_file() {
+            std::fs::File::open(key).map(drop)
+        } else {
+            Err(std::io::Error::other("not a regular file"))
+        }
+    });
+    readable.map_err(|e| {
+        anyhow::anyhow!(
+            "--ssh-key {}: {e}; nothing was done on the host\n  fix: give the private key file (e.g. ~/.ssh/id_ed25519), or leave --ssh-key out to use ssh-agent and ssh's defaults",
+            key.display()
+        )
+    })
 }
 
 /// `--connect`: an IP address or a host name, never something ssh could read as an option.
@@ -221,9 +246,12 @@ fn read_listing(listing: &[u8]) -> Result<Vec<(String, Vec<u8>, QueueItem)>, Dra
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let name = entry.path().map_err(bad)?.to_string_lossy().into_owned();
-        // chasquid's own file names: `m:` and base64url, never a path.
-        if !name.starts_with(ITEM_PREFIX) || name.contains('/') {
-            return Err(DrainError::BadListing(format!("unexpected entry {name:?}")));
+        // chasquid's own file names only: never a path, a newline or a control character.
+        if !is_item_name(&name) {
+            return Err(DrainError::BadListing(format!(
+                "unexpected entry `{}` (not a chasquid queue file name)",
+                outside::line(&name)
+            )));
         }
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).map_err(bad)?;
@@ -261,22 +289,26 @@ fn report(
             .created_at
             .map(|t| format!(", queued {} min ago", (now - t).max(0) / 60))
             .unwrap_or_default();
+        // Everything here comes from the host's queue files (and from remote servers'
+        // replies, in the last error): escaped, so none of it acts on the terminal.
         let _ = writeln!(
             out,
-            "  {name}  from <{}>, {} bytes{age}",
-            item.from, item.size
+            "  {}  from <{}>, {} bytes{age}",
+            outside::line(name),
+            outside::line(&item.from),
+            item.size
         );
         for r in &item.recipients {
             let error = if r.last_failure.is_empty() {
                 "not tried yet".to_string()
             } else {
-                format!("last error: {}", r.last_failure.replace('\n', " "))
+                format!("last error: {}", outside::line(&r.last_failure))
             };
             let _ = writeln!(
                 out,
                 "    to <{}>: {}; {error}",
-                r.address,
-                r.status.to_lowercase()
+                outside::line(&r.address),
+                outside::line(&r.status.to_lowercase())
             );
         }
     }
@@ -335,5 +367,74 @@ mod tests {
         tar.append_data(&mut header, "etc-passwd", &b"x"[..])
             .unwrap();
         assert!(read_listing(&tar.into_inner().unwrap()).is_err());
+    }
+
+    /// A tar holding one queue item `item` under `name`.
+    fn listing(name: &str, item: &[u8]) -> Vec<u8> {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(item.len() as u64);
+        header.set_mode(0o600);
+        header.set_cksum();
+        tar.append_data(&mut header, name, item).unwrap();
+        tar.into_inner().unwrap()
+    }
+
+    #[test]
+    fn only_chasquid_queue_file_names_are_taken() {
+        let item = b"from: \"a@example.com\"\nrcpt: {\n  address: \"b@example.net\"\n}\n";
+        assert!(read_listing(&listing("m:Ab-_9=", item)).is_ok());
+        for name in [
+            "m:a\nb",
+            "m:\x1b[2Jx",
+            "m:",
+            "m:a b",
+            "m:a\tb",
+            "n:abc",
+            "m:a.b",
+        ] {
+            let err = read_listing(&listing(name, item))
+                .expect_err(name)
+                .to_string();
+            assert!(
+                err.contains("not a chasquid queue file name"),
+                "{name:?}: {err}"
+            );
+            assert!(!err.chars().any(char::is_control), "{name:?}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn the_report_shows_what_the_queue_holds_escaped() {
+        let hostile = "\\033]0;owned\\007\\033[2J\\r\\nALL DELIVERED";
+        let item = format!(
+            "from: \"{hostile}@example.com\"\nrcpt: {{\n  address: \"{hostile}\"\n  status: PENDING\n  last_failure_message: \"{hostile}\"\n}}\n"
+        );
+        let items = read_listing(&listing("m:abc", item.as_bytes())).unwrap();
+        let site = crate::site::parse(
+            std::path::Path::new("site.yaml"),
+            "site: s\ndomains:\n  example.com: {}\nhosts:\n  mx1:\n    fqdn: smtp.example.com\n    ipv4: 203.0.113.10\n",
+        )
+        .unwrap();
+        let host = site.hosts.iter().next().unwrap().1;
+        let args = DrainArgs {
+            site: "site.yaml".into(),
+            host: "mx1".into(),
+            all: false,
+            timeout: Duration::from_secs(60),
+            export: None,
+            connect: None,
+            ssh_key: None,
+            ssh_options: Vec::new(),
+        };
+        let mut out = Vec::new();
+        report(&mut out, &args, host, &items);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "raw control characters in:\n{text:?}"
+        );
+        assert!(!text.contains("\nALL DELIVERED"), "a forged line:\n{text}");
+        assert!(text.contains("\\u{1b}]0;owned\\u{7}"), "{text}");
     }
 }

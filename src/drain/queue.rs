@@ -14,6 +14,20 @@ use crate::secrets::textproto::{self, Field, Value};
 /// The name chasquid gives queue item files.
 pub const ITEM_PREFIX: &str = "m:";
 
+/// Whether `name` has the form chasquid gives its queue files: `m:` and an id in base64url
+/// (letters, digits, `-`, `_`, `=` padding), at most 100 characters. Anything else from the
+/// host is refused: it becomes a file name in the export and a line of its `SHA256SUMS`, and
+/// a newline in it forged a line there.
+pub fn is_item_name(name: &str) -> bool {
+    name.strip_prefix(ITEM_PREFIX).is_some_and(|id| {
+        !id.is_empty()
+            && id.len() <= 100
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+    })
+}
+
 /// One queued message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueItem {

@@ -370,8 +370,9 @@ fn mirror_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
             (s.starts_with("http://") || s.starts_with("https://"))
                 && s.bytes()
                     .all(|b| b.is_ascii_graphic() && !b"[]#".contains(&b))
+                && crate::site::url_problem(s, &["http://", "https://"]).is_none()
         },
-        "an http:// or https:// URL without spaces, ending in the archive's path (…/debian)",
+        "an http:// or https:// URL without spaces or user:password@, with an ASCII host, ending in the archive's path (…/debian)",
     )
     .map(Some)
 }

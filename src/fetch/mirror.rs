@@ -125,16 +125,25 @@ pub fn is_snapshot(url: &str) -> bool {
     })
 }
 
+/// The site's URL rule ([`crate::site::url_problem`]), and no white space: a mirror URL is
+/// printed in progress lines and written into apt's sources.
 fn checked(url: &str, origin: &str) -> Result<String, FetchError> {
-    if (url.starts_with("http://") || url.starts_with("https://"))
-        && !url.contains(char::is_whitespace)
-    {
-        Ok(url.trim_end_matches('/').to_string())
+    let problem = if url.contains(char::is_whitespace) {
+        Some("holds white space".to_string())
     } else {
-        Err(FetchError::BadMirror {
+        crate::site::url_problem(url, &["http://", "https://"])
+    };
+    match problem {
+        None => Ok(url.trim_end_matches('/').to_string()),
+        Some(reason) => Err(FetchError::BadMirror {
             origin: origin.to_string(),
-            url: url.to_string(),
-        })
+            url: if reason.contains("user information") {
+                "(not shown: it holds credentials)".into()
+            } else {
+                url.to_string()
+            },
+            reason,
+        }),
     }
 }
 
@@ -205,6 +214,20 @@ mod tests {
     #[test]
     fn a_mirror_must_be_an_http_url() {
         assert!(checked("ftp://x/debian", MIRROR_ENV).is_err());
+        for (bad, part) in [
+            (
+                "https://user:s3cret@mirror.example/debian",
+                "user information",
+            ),
+            ("http://-x/debian", "starting with a letter or digit"),
+            ("http://bücher.example/debian", "not ASCII"),
+        ] {
+            let said = checked(bad, MIRROR_ENV).unwrap_err().to_string();
+            assert!(
+                said.contains(part) && !said.contains("s3cret"),
+                "{bad}: {said}"
+            );
+        }
         assert_eq!(
             checked("http://x/debian/", MIRROR_ENV).unwrap(),
             "http://x/debian"

@@ -31,8 +31,13 @@ pub enum FetchError {
     #[error(transparent)]
     Lock(#[from] LockError),
 
-    #[error("{origin}: `{url}` is not an http:// or https:// URL of a Debian mirror")]
-    BadMirror { origin: String, url: String },
+    #[error("{origin}: `{url}` is not an http:// or https:// URL of a Debian mirror: it {reason}")]
+    BadMirror {
+        origin: String,
+        /// The URL, or a note in its place when it holds credentials.
+        url: String,
+        reason: String,
+    },
 
     #[error(
         "no cache directory: set MAILBAKE_CACHE (or XDG_CACHE_HOME or HOME), or pass --cache DIR"

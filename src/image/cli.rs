@@ -49,7 +49,7 @@ pub struct ImageArgs {
     #[arg(long, value_parser = parse_size)]
     pub size: Option<u64>,
     /// Clamp for file mtimes and the time mke2fs records
-    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = DEFAULT_SOURCE_DATE_EPOCH as i64)]
+    #[arg(long, env = "SOURCE_DATE_EPOCH", default_value_t = DEFAULT_SOURCE_DATE_EPOCH as i64, value_parser = crate::epoch::parse_signed)]
     pub source_date_epoch: i64,
 }
 

@@ -40,6 +40,13 @@ use crate::site::DomainName;
 pub const ACME_DIR: &str = "acme";
 /// Prefix of the work directories of [`AcmeUpdate`] (dot files: never listed as secrets).
 const WORK_PREFIX: &str = ".tmp-acme-";
+/// Prefix of the directory holding the pinned lego binary, its log and its temporary files
+/// while `mailbake cert` runs ([`SecretStore::lego_dir`]).
+const LEGO_PREFIX: &str = ".tmp-lego-";
+/// Every kind of private work directory a run keeps in the store. Each is named
+/// `<prefix><pid>-<random>` ([`crate::workdir`]) and created 0700, so the store stays
+/// checkable while it exists and a killed run's leftovers can be told from a live run's.
+pub(super) const WORK_PREFIXES: [&str; 2] = [WORK_PREFIX, LEGO_PREFIX];
 
 /// Where lego keeps the account of one ACME directory and e-mail address, relative to its
 /// state directory.
@@ -67,13 +74,10 @@ impl LegoAccount {
         if host.is_empty() || host.starts_with('.') {
             return Err(invalid("ACME directory", directory, "it has no host"));
         }
-        // The address is a path component of lego's (and the store's) layout.
-        if email.is_empty() || email.contains('/') || email.starts_with('.') {
-            return Err(invalid(
-                "ACME account e-mail",
-                email,
-                "lego uses it as a directory name: it must not contain `/` or start with `.`",
-            ));
+        // The address is a path component of lego's (and the store's) layout; `check`
+        // applies the same rule, so a site that passes it never fails here.
+        if let Some(problem) = crate::site::acme_email_problem(email) {
+            return Err(invalid("ACME account e-mail", email, &problem));
         }
         Ok(LegoAccount {
             dir: format!("accounts/{host}/{email}"),
@@ -141,6 +145,14 @@ impl SecretStore {
         read_private(&self.acme_dir().join(rel))
     }
 
+    /// A private directory (0700 from its creation) in the store for the pinned lego: its
+    /// binary, its log and its temporary files, which thus never reach the system's temporary
+    /// directory. Removed on drop; after a `kill -9` the store's next opening removes it.
+    pub fn lego_dir(&self) -> Result<tempfile::TempDir, SecretsError> {
+        crate::workdir::create(self.root(), LEGO_PREFIX)
+            .map_err(|e| SecretsError::io("create a directory for lego in", self.root(), e))
+    }
+
     /// Starts an update of lego's state: takes the store's lock (held until the update is
     /// committed or dropped) and copies the state into a private work directory for lego.
     /// Work directories a crashed run left behind are removed first: nothing else can be
@@ -148,9 +160,7 @@ impl SecretStore {
     pub fn begin_acme_update(&self) -> Result<AcmeUpdate<'_>, SecretsError> {
         let lock = self.lock()?;
         remove_stale_work_dirs(self.root())?;
-        let work = tempfile::Builder::new()
-            .prefix(WORK_PREFIX)
-            .tempdir_in(self.root())
+        let work = crate::workdir::create(self.root(), WORK_PREFIX)
             .map_err(|e| SecretsError::io("create a work directory in", self.root(), e))?;
         let live = self.acme_dir();
         if live.exists() {
@@ -226,19 +236,43 @@ fn exchange(a: &Path, b: &Path) -> Result<(), SecretsError> {
     Ok(())
 }
 
-fn remove_stale_work_dirs(root: &Path) -> Result<(), SecretsError> {
+/// Removes the work directories whose run is gone (see [`WORK_PREFIXES`]). The caller holds
+/// the store's lock, so no update is in progress: a work directory whose owner is not running
+/// (or whose name carries no owner, as an older mailbake named them) is a killed run's.
+pub(super) fn remove_stale_work_dirs(root: &Path) -> Result<(), SecretsError> {
+    for path in stale_work_dirs(root)? {
+        fs::remove_dir_all(&path)
+            .map_err(|e| SecretsError::io("remove the stale work directory", &path, e))?;
+    }
+    Ok(())
+}
+
+/// The work directories in `root` whose owner process is gone.
+pub(super) fn stale_work_dirs(root: &Path) -> Result<Vec<PathBuf>, SecretsError> {
     let entries = fs::read_dir(root).map_err(|e| SecretsError::Unreadable {
         path: root.to_path_buf(),
         source: e,
     })?;
+    let mut stale = Vec::new();
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(WORK_PREFIX) {
-            let path = entry.path();
-            fs::remove_dir_all(&path)
-                .map_err(|e| SecretsError::io("remove the stale work directory", &path, e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if let Some(prefix) = work_prefix(&name)
+            && is_dir
+            && !crate::workdir::owner_alive(&name, prefix)
+        {
+            stale.push(entry.path());
         }
     }
-    Ok(())
+    stale.sort();
+    Ok(stale)
+}
+
+/// The work-directory prefix `name` starts with, if any.
+pub(super) fn work_prefix(name: &str) -> Option<&'static str> {
+    WORK_PREFIXES.into_iter().find(|p| name.starts_with(p))
 }
 
 /// Copies the plain files and directories under `from` into `to` (which exists), with the
@@ -335,9 +369,18 @@ mod tests {
 
     #[test]
     fn an_address_that_would_leave_the_directory_is_refused() {
-        for email in ["a/b@example.com", ".hidden@example.com", ""] {
+        for email in [
+            "a/b@example.com",
+            ".hidden@example.com",
+            "",
+            "a`b@example.com",
+            "ops.@example.com",
+        ] {
             let err = LegoAccount::new("https://ca.test/dir", email).unwrap_err();
-            assert!(err.to_string().contains("directory name"), "{err}");
+            assert!(
+                err.to_string().contains("invalid ACME account e-mail"),
+                "{err}"
+            );
         }
         assert!(LegoAccount::new("http://ca.test/dir", "a@b.c").is_err());
     }

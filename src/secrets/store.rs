@@ -82,8 +82,23 @@ impl SecretStore {
         }
         check_mode(&root, &meta)?;
         let store = SecretStore { root };
+        store.sweep_killed_runs()?;
         store.check_tree(&store.root.clone())?;
         Ok(store)
+    }
+
+    /// Removes the work directories of runs that were killed (`kill -9`, power loss) before
+    /// they could clean up, so one such run never makes the store unusable. Only done when
+    /// the store's lock is free: a holder of the lock may be mid-update, and it sweeps them
+    /// itself when it starts the next one.
+    fn sweep_killed_runs(&self) -> Result<(), SecretsError> {
+        if super::acme::stale_work_dirs(&self.root)?.is_empty() {
+            return Ok(());
+        }
+        let Some(_lock) = self.try_lock() else {
+            return Ok(());
+        };
+        super::acme::remove_stale_work_dirs(&self.root)
     }
 
     pub fn root(&self) -> &Path {
@@ -115,11 +130,33 @@ impl SecretStore {
                 return Err(SecretsError::NotPlain { path });
             }
             check_mode(&path, &meta)?;
-            if meta.is_dir() {
+            // A running command's work directory is private (checked just above) and holds
+            // what lego writes, in lego's modes: its contents are not the store's, and become
+            // so only through a commit that makes them private.
+            let work_dir = dir == self.root
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| super::acme::work_prefix(n).is_some());
+            if meta.is_dir() && !work_dir {
                 self.check_tree(&path)?;
             }
         }
         Ok(())
+    }
+
+    /// The store-wide lock if nobody holds it; `None` if it is held or cannot be taken (a
+    /// read-only store, for one).
+    fn try_lock(&self) -> Option<LockGuard> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(self.root.join(LOCK_FILE))
+            .ok()?;
+        file.try_lock().ok()?;
+        Some(LockGuard(file))
     }
 
     /// Takes the store-wide lock so two concurrent `mailbake user add` runs cannot each

@@ -2,7 +2,6 @@
 //! the site file once, before any seed is made.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use super::SeedError;
 use super::files::StagedFile;
@@ -192,7 +191,9 @@ impl Reader<'_> {
                 provider: acme.provider.to_string(),
                 path: path.clone(),
             })?;
-        check_env_file(&bytes, &path)?;
+        // The file is shipped as is; reading it as `mailbake cert` does refuses whatever
+        // systemd on the host could read otherwise.
+        crate::cert::env_file::parse(&bytes, &path)?;
         Ok(Some(StagedFile::root_only(
             "/etc/mailbake/acme.env".into(),
             bytes.to_vec(),
@@ -319,27 +320,4 @@ impl Reader<'_> {
         }
         Ok(bytes.to_vec())
     }
-}
-
-/// acme.env becomes a systemd EnvironmentFile: refuse what systemd would misread.
-fn check_env_file(bytes: &[u8], path: &Path) -> Result<(), SeedError> {
-    let text = String::from_utf8_lossy(bytes);
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        let name = line.split('=').next().unwrap_or("");
-        let name_ok = line.contains('=')
-            && !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            && !name.starts_with(|c: char| c.is_ascii_digit());
-        if !name_ok {
-            return Err(SeedError::BadAcmeEnv {
-                path: path.to_path_buf(),
-                line: n + 1,
-            });
-        }
-    }
-    Ok(())
 }

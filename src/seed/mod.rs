@@ -121,10 +121,9 @@ pub enum SeedError {
         path: PathBuf,
     },
 
-    #[error(
-        "{path}:{line}: not a NAME=value line; systemd reads this file as an EnvironmentFile\n  fix: write one NAME=value per line (`#` starts a comment)"
-    )]
-    BadAcmeEnv { path: PathBuf, line: usize },
+    /// systemd reads the file on the host and `mailbake cert` here: one rule for both.
+    #[error(transparent)]
+    BadAcmeEnv(#[from] crate::cert::env_file::EnvFileError),
 
     #[error(
         "{site} sets `tls.files: true` but {path} is missing\n  fix: copy the {what} there (PEM, mode 0600), or remove `tls.files` to let each host make a self-signed certificate at first boot"

@@ -174,17 +174,10 @@ pub fn bound_echo(message: &str) -> String {
     cut
 }
 
-/// Control characters other than newline and tab, written as `\u{..}`.
+/// Control characters other than newline and tab, written as `\u{..}`: the one escaping
+/// rule of [`crate::outside`], so an error shows a value as every report does.
 pub fn escape_controls(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                format!("\\u{{{:x}}}", u32::from(c))
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    crate::outside::lines(text)
 }
 
 /// Length in bytes of the line holding byte `offset`.

@@ -19,6 +19,8 @@ mod names;
 mod net;
 mod policy;
 mod sending;
+mod system_names;
+mod url;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -42,6 +44,7 @@ pub use names::*;
 pub use net::*;
 pub use policy::*;
 pub use sending::*;
+pub use url::url_problem;
 
 use locate::Locations;
 

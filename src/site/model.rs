@@ -111,7 +111,15 @@ fn default_mta_sts_max_age() -> u32 {
 
 fn mta_sts_max_age<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     const MAX: u64 = 31_557_600;
+    // Below a day a sender forgets the policy between two visits, and 0 tells it to keep
+    // nothing: the policy then protects nothing (RFC 8461 recommends weeks).
+    const MIN: u64 = 86_400;
     let n = u64::deserialize(d)?;
+    if n < MIN {
+        return Err(de::Error::custom(format!(
+            "max_age {n} is too short: senders would forget the policy before their next visit; give at least {MIN} seconds (one day), e.g. 604800 (one week)"
+        )));
+    }
     u32::try_from(n)
         .ok()
         .filter(|n| u64::from(*n) <= MAX)
@@ -154,7 +162,7 @@ pub struct Host {
     #[serde(default)]
     pub ipv6: Option<Ipv6Config>,
     /// Resolvers for the static network configuration; empty means "what DHCP gives".
-    #[serde(default)]
+    #[serde(default, deserialize_with = "resolver_addresses")]
     pub nameservers: Vec<IpAddr>,
     /// Accept addresses the internet cannot reach (RFC 1918, CGNAT, unique local IPv6) for
     /// this host: a lab or test network only. Off by default, because an MX on a private
@@ -260,8 +268,39 @@ fn default_operator() -> OperatorName {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnsSettings {
-    #[serde(default = "default_ttl")]
+    #[serde(default = "default_ttl", deserialize_with = "dns_ttl")]
     pub ttl: u32,
+}
+
+/// RFC 2181 (8): a TTL is at most 2^31 - 1; resolvers treat a larger one as 0.
+fn dns_ttl<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    const MAX: u64 = i32::MAX as u64;
+    let n = u64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| u64::from(*n) <= MAX)
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "ttl {n} is larger than DNS allows ({MAX}, RFC 2181); resolvers would read it as 0. Give seconds, e.g. 3600"
+            ))
+        })
+}
+
+/// A host's resolvers: addresses a resolver can have. `0.0.0.0`, `::`, multicast and the
+/// broadcast address name no server, and netplan would write them as given.
+fn resolver_addresses<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpAddr>, D::Error> {
+    let list = Vec::<IpAddr>::deserialize(d)?;
+    for ip in &list {
+        let bad = ip.is_unspecified()
+            || ip.is_multicast()
+            || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+        if bad {
+            return Err(de::Error::custom(format!(
+                "nameserver {ip} is not the address of a DNS server (unspecified, multicast or broadcast); give the resolver's unicast address, e.g. 198.51.100.53, or leave nameservers empty to use what DHCP gives"
+            )));
+        }
+    }
+    Ok(list)
 }
 
 impl Default for DnsSettings {
@@ -325,10 +364,15 @@ checked_string!(
         let rest = text.strip_prefix("https://").ok_or_else(|| {
             format!("`{text}` must be an https:// URL (ACME requires TLS)")
         })?;
-        if rest.is_empty() || rest.starts_with('/') || rest.chars().any(char::is_whitespace) {
-            return Err(format!("`{text}` is not a valid URL"));
+        if rest.is_empty() || rest.starts_with('/') || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("`{}` is not a valid URL", text.escape_debug()));
         }
-        Ok(())
+        match super::url::url_problem(text, &["https://"]) {
+            // The user information is left out of the message: it is a credential.
+            Some(problem) if problem.contains("user information") => Err(format!("the URL {problem}")),
+            Some(problem) => Err(format!("`{text}` {problem}")),
+            None => Ok(()),
+        }
     }
 );
 
@@ -370,7 +414,6 @@ checked_string!(
     /// default, minus names that already belong to the system or to chasquid.
     OperatorName,
     |text| {
-        const TAKEN: [&str; 8] = ["root", "chasquid", "daemon", "bin", "sys", "nobody", "sshd", "systemd-network"];
         let mut chars = text.chars();
         let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
         let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
@@ -379,8 +422,8 @@ checked_string!(
                 "`{text}` is not a login name; use lowercase letters, digits, `_` and `-`, starting with a letter (at most 32), e.g. `admin`"
             ));
         }
-        if TAKEN.contains(&text) {
-            return Err(format!("`{text}` is a system account; choose another operator name, e.g. `admin`"));
+        if let Some(problem) = super::system_names::system_name_problem(text) {
+            return Err(format!("{problem}; choose another operator name, e.g. `ops`"));
         }
         Ok(())
     }

@@ -311,16 +311,46 @@ fn check_host_name(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
+/// Why `email` cannot be the ACME account's address, or `None`. One rule for `check`, `build`
+/// and `cert`: lego uses the address as a directory name in its state (and the store's), and
+/// it goes into the overlay's `acme.conf`, read by a shell. So beyond a valid address: the
+/// local part is letters, digits, `.`, `_`, `+` and `-` only.
+pub fn acme_email_problem(email: &str) -> Option<String> {
+    if let Err(why) = check_mail_address(email) {
+        return Some(why);
+    }
+    let local = email.rsplit_once('@').map_or(email, |(local, _)| local);
+    let bad = local
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-')))?;
+    Some(format!(
+        "`{}` has {bad:?} before the `@`; an ACME account e-mail uses only letters, digits, `.`, `_`, `+` and `-` there (lego names a directory after it)",
+        email.escape_debug(),
+    ))
+}
+
 fn check_mail_address(value: &str) -> Result<String, String> {
     let Some((local, domain)) = value.rsplit_once('@') else {
         return Err(format!(
             "`{value}` is not a mail address; write `user@domain`"
         ));
     };
+    if local.len() > 64 {
+        return Err(format!(
+            "the part before `@` of `{}…` is {} characters long; SMTP allows at most 64 (RFC 5321)",
+            value.chars().take(20).collect::<String>(),
+            local.len()
+        ));
+    }
+    // A dot-atom (RFC 5322) neither starts nor ends with a dot and has no two in a row.
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return Err(format!(
+            "`{value}`: the part before `@` starts or ends with `.` or has `..`, which no mail address may (RFC 5322)"
+        ));
+    }
     // Remote mailboxes (a Gmail address, say) may use characters we do not allow for our own
     // users, so only reject what can never be in a dot-atom local part.
     if local.is_empty()
-        || local.len() > 64
         || local.chars().any(|c| {
             c.is_whitespace()
                 || c.is_control()

@@ -257,9 +257,25 @@ fn ipv4_from_parts(address: &str, gateway: Option<&str>) -> Result<Ipv4Config, S
     let gateway: Ipv4Addr = gateway
         .parse()
         .map_err(|_| format!("gateway `{gateway}` is not an IPv4 address"))?;
-    if !network.contains(&gateway) || gateway == network.addr() {
+    if network.prefix_len() < 8 {
         return Err(format!(
-            "gateway {gateway} is not another address inside {network}; check the prefix length"
+            "{network}: a /{} prefix is implausible for one host (it would claim {} as on-link); give the prefix the provider gives, e.g. /24",
+            network.prefix_len(),
+            network.trunc()
+        ));
+    }
+    if gateway == network.addr() {
+        return Err(format!(
+            "gateway {gateway} is the host's own address; give the router's address"
+        ));
+    }
+    if !network.contains(&gateway) {
+        // Some providers give a /32 with an on-link gateway outside it. The network
+        // configuration mailbake writes reaches an IPv4 gateway only through the address's
+        // prefix, so such a gateway is refused rather than left unreachable.
+        return Err(format!(
+            "gateway {gateway} is outside {}; mailbake routes IPv4 only through a gateway inside the address's prefix (an on-link gateway outside it, as some providers give with a /32, is not supported): use the prefix that contains the gateway if the provider's network has one, or the bare address for DHCP",
+            network.trunc()
         ));
     }
     // In a /31 (RFC 3021) and a /32 every address is a host; below that the first and last
@@ -324,7 +340,17 @@ mod tests {
         assert!(
             v4("{address: 203.0.113.10/24, gateway: 198.51.100.1}")
                 .unwrap_err()
-                .contains("not another address inside")
+                .contains(
+                    "is outside 203.0.113.0/24; mailbake routes IPv4 only through a gateway inside"
+                )
+        );
+        // A /32 with the provider's on-link gateway outside it: refused with the reason.
+        let on_link = v4("{address: 203.0.113.10/32, gateway: 203.0.113.1}").unwrap_err();
+        assert!(on_link.contains("on-link gateway outside it"), "{on_link}");
+        assert!(
+            v4("{address: 203.0.113.10/24, gateway: 203.0.113.10}")
+                .unwrap_err()
+                .contains("the host's own address")
         );
         assert!(
             v4("203.0.113.300")

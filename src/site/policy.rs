@@ -368,9 +368,21 @@ impl<'de> Deserialize<'de> for ReportUris {
 
 fn parse_report_uri(uri: &str) -> Result<ReportUri, String> {
     let Some(rest) = uri.strip_prefix("mailto:") else {
-        return Err(format!(
-            "`{uri}` is not a `mailto:` URI; write `mailto:{uri}`"
-        ));
+        if uri.starts_with("https:") || uri.starts_with("http:") {
+            return Err(format!(
+                "`{uri}`: mailbake publishes report destinations as `mailto:` URIs only (an https: URI is valid for TLS-RPT, RFC 8460, but not for DMARC, and mailbake does not publish it); give the address that receives the reports, e.g. `mailto:reports@example.com`"
+            ));
+        }
+        // Suggest the `mailto:` form only for what is an address; another scheme is no
+        // address to prefix.
+        return Err(match uri.split_once(':') {
+            None if uri.contains('@') => {
+                format!("`{uri}` is not a `mailto:` URI; write `mailto:{uri}`")
+            }
+            _ => format!(
+                "`{uri}` is not a `mailto:` URI; give the address that receives the reports as `mailto:ADDRESS`, e.g. `mailto:reports@example.com`"
+            ),
+        });
     };
     // `!` is the size delimiter, so it cannot also be part of the address (a literal one
     // would be percent-encoded as %21).

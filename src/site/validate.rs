@@ -55,6 +55,7 @@ pub fn check(site: &Site) -> Vec<Finding> {
     check_hosts_are_distinct(site, &mut out);
     check_host_addresses(site, &mut out);
     check_spf(site, &mut out);
+    check_acme(site, &mut out);
     check_dkim(site, &mut out);
     super::sending::check(site, &mut out);
     out
@@ -265,8 +266,38 @@ fn check_host_addresses(site: &Site, out: &mut Vec<Finding>) {
     }
 }
 
+/// The ACME account e-mail by the rule `build` and `cert` apply ([`acme_email_problem`]).
+fn check_acme(site: &Site, out: &mut Vec<Finding>) {
+    if let Some(acme) = &site.tls.acme
+        && let Some(problem) = super::names::acme_email_problem(acme.email.as_str())
+    {
+        out.push(finding(
+            &["tls", "acme", "email"],
+            problem,
+            Some("give an address such as ops@example.com".into()),
+        ));
+    }
+}
+
 fn check_spf(site: &Site, out: &mut Vec<Finding>) {
     for (domain, d) in site.domains.iter() {
+        // An SPF record that includes its own domain includes itself: a loop receivers end
+        // with permerror, failing every message.
+        if let Some(own) = d.spf.include.iter().position(|i| {
+            i.as_str()
+                .trim_end_matches('.')
+                .eq_ignore_ascii_case(domain.as_str())
+        }) {
+            out.push(finding(
+                &["domains", domain.as_str(), "spf", "include", &own.to_string()],
+                format!(
+                    "the SPF record of {domain} would include {domain} itself, a loop that receivers end with permerror (every message fails SPF)"
+                ),
+                Some(format!(
+                    "remove `{domain}` from the list: the site's hosts and `mx` are always in {domain}'s record"
+                )),
+            ));
+        }
         let lookups = d.spf.include.len() + 1; // + `mx`
         if lookups > SPF_LOOKUP_LIMIT {
             out.push(finding(

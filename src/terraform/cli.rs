@@ -39,7 +39,11 @@ pub struct TerraformArgs {
 const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
 
 pub fn run(args: &TerraformArgs) -> anyhow::Result<()> {
-    output::check_destination(&args.out)?;
+    output::check_destination(&args.out, output::OutputKind::Terraform)?;
+    // The cheap checks of the command line first: a bad URL or image fails before the store
+    // is opened or the image hashed.
+    FleetImage::new(String::new(), &args.image_base_url)?;
+    check_qcow2(&args.image)?;
     let loaded = site::load(&args.site)?;
     let secrets = args
         .secrets
@@ -47,13 +51,12 @@ pub fn run(args: &TerraformArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| SecretStore::default_path(&args.site));
     let store = secrets::open_for_site(&loaded, &secrets)?;
     let context = SiteContext::for_site(&loaded)?;
-    check_qcow2(&args.image)?;
     eprintln!("hashing {}", args.image.display());
     let sha256 = crate::image::digest(&args.image)?;
     let image = FleetImage::new(sha256, &args.image_base_url)?;
     let files = super::outputs(&loaded, &context, store.as_ref(), &image)
         .context("writing the Terraform configuration")?;
-    output::write_dir(&args.out, &files)?;
+    output::write_dir(&args.out, output::OutputKind::Terraform, &files)?;
     let site = loaded.site.site.as_str();
     println!(
         "{}: module and {TFVARS} for {} host(s)",
@@ -67,6 +70,16 @@ pub fn run(args: &TerraformArgs) -> anyhow::Result<()> {
 
 /// Contabo takes qcow2 (or ISO); a raw disk under a `.qcow2` URL would be refused late.
 fn check_qcow2(path: &Path) -> anyhow::Result<()> {
+    // Opening a FIFO blocks until someone writes to it, and a device or directory is no
+    // image: look before opening.
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("reading the image {}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!(
+            "{} is not a regular file (a FIFO, device or directory)\n  fix: give the qcow2 file `mailbake image` wrote",
+            path.display()
+        );
+    }
     let mut magic = [0u8; 4];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))

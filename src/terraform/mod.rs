@@ -46,7 +46,7 @@ pub enum TerraformError {
     #[error(
         "--image-base-url {url:?}: {reason}\n  fix: give the http(s) URL of the directory the image will be uploaded to, e.g. https://images.example.com/mailbake/"
     )]
-    BadBaseUrl { url: String, reason: &'static str },
+    BadBaseUrl { url: String, reason: String },
     #[error(transparent)]
     Seed(#[from] SeedError),
 }
@@ -61,9 +61,9 @@ pub struct FleetImage {
 impl FleetImage {
     /// Checks `base_url` (it ends up in the user-data and the provider's API calls).
     pub fn new(sha256: String, base_url: &str) -> Result<FleetImage, TerraformError> {
-        let bad = |reason| TerraformError::BadBaseUrl {
+        let bad = |reason: &str| TerraformError::BadBaseUrl {
             url: base_url.to_string(),
-            reason,
+            reason: reason.to_string(),
         };
         let rest = base_url
             .strip_prefix("https://")
@@ -79,6 +79,18 @@ impl FleetImage {
             return Err(bad(
                 "holds white space, a control character, a quote, a backslash, `?` or `#`",
             ));
+        }
+        if let Some(problem) = crate::site::url_problem(base_url, &["https://", "http://"]) {
+            // A URL with credentials is not repeated: it would print the password.
+            let url = if problem.contains("user information") {
+                "(not shown: it holds credentials)".to_string()
+            } else {
+                base_url.to_string()
+            };
+            return Err(TerraformError::BadBaseUrl {
+                url,
+                reason: problem,
+            });
         }
         Ok(FleetImage {
             sha256,
@@ -193,6 +205,9 @@ mod tests {
             "https://x/\n",
             "https://x/\"",
             "images.example.com",
+            "https://user:pw@images.example.com/",
+            "https://bücher.example/",
+            "https://-x/",
         ] {
             assert!(FleetImage::new(SHA.into(), bad).is_err(), "{bad:?}");
         }

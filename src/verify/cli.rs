@@ -63,6 +63,11 @@ fn parse_zone(text: &str) -> Result<DnsName, String> {
 /// `ADDR`, `ADDR:PORT` or `[V6]:PORT`; port 53 when none is given.
 pub fn parse_resolver(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err(format!(
+                "`{text}` has port 0, which no DNS server listens on; give its port (53 if you leave it out)"
+            ));
+        }
         return Ok(addr);
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
@@ -142,5 +147,9 @@ mod tests {
                 .unwrap_err()
                 .contains("not a DNS server")
         );
+        for zero in ["127.0.0.1:0", "[::1]:0"] {
+            let said = parse_resolver(zero).unwrap_err();
+            assert!(said.contains(&format!("`{zero}` has port 0")), "{said}");
+        }
     }
 }

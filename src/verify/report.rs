@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::Section;
+use crate::outside;
 
 /// The version of the JSON document; bumped only when a field changes meaning or goes away.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -53,7 +54,7 @@ impl Check {
             section,
             domain: None,
             host: None,
-            subject: subject.into(),
+            subject: outside::line(&subject.into()),
             status: Status::Pass,
             summary: String::new(),
             evidence: Vec::new(),
@@ -67,17 +68,19 @@ pub struct CheckBuilder(Check);
 
 impl CheckBuilder {
     pub fn domain(mut self, domain: impl ToString) -> Self {
-        self.0.domain = Some(domain.to_string());
+        self.0.domain = Some(outside::line(&domain.to_string()));
         self
     }
 
     pub fn host(mut self, host: impl ToString) -> Self {
-        self.0.host = Some(host.to_string());
+        self.0.host = Some(outside::line(&host.to_string()));
         self
     }
 
     pub fn evidence(mut self, lines: impl IntoIterator<Item = String>) -> Self {
-        self.0.evidence.extend(lines);
+        self.0
+            .evidence
+            .extend(lines.into_iter().map(|l| outside::line(&l)));
         self
     }
 
@@ -98,10 +101,13 @@ impl CheckBuilder {
         self.finish(status, summary.into(), fix)
     }
 
+    /// Every text of a check may quote what a server sent (an SMTP reply, a TXT record, a
+    /// policy file): it is escaped here, once, for the text report and the JSON alike. Only
+    /// the fix, which mailbake writes, keeps its line breaks.
     fn finish(mut self, status: Status, summary: String, fix: Option<String>) -> Check {
         self.0.status = status;
-        self.0.summary = summary;
-        self.0.fix = fix;
+        self.0.summary = outside::line(&summary);
+        self.0.fix = fix.map(|f| outside::lines(&f));
         self.0
     }
 }
@@ -143,8 +149,8 @@ impl Report {
             .unwrap_or(Status::Pass);
         Report {
             schema: SCHEMA_VERSION,
-            site,
-            resolver,
+            site: outside::line(&site),
+            resolver: outside::line(&resolver),
             status,
             counts,
             checks,
@@ -243,5 +249,36 @@ mod tests {
     fn a_passing_check_never_carries_a_fix() {
         let c = Check::of(Section::Mx, "x").verdict(Status::Pass, "ok", Some("unused".into()));
         assert_eq!(c.fix, None);
+    }
+
+    /// What a hostile server sends (an SMTP reply, a TXT record) that would retitle and clear
+    /// the terminal and forge a line, fed through every field of a check.
+    const HOSTILE: &str =
+        "550 no\x1b]0;owned\x07\x1b[2J\r\n  PASS  all: ALL CHECKS PASSED\u{9b}1m\u{202e}";
+
+    #[test]
+    fn nothing_a_server_sent_reaches_the_report_raw() {
+        let check = Check::of(Section::Smtp, HOSTILE)
+            .domain(HOSTILE)
+            .host(HOSTILE)
+            .evidence([HOSTILE.to_string()])
+            .fail(HOSTILE, format!("fix line one\n{HOSTILE}"));
+        let report = Report::new(HOSTILE.into(), HOSTILE.into(), vec![check]);
+        for (form, out) in [("text", report.to_text()), ("json", report.to_json())] {
+            let raw: Vec<char> = out
+                .chars()
+                .filter(|c| (c.is_control() && *c != '\n') || ('\u{202a}'..='\u{202e}').contains(c))
+                .collect();
+            assert!(raw.is_empty(), "{form} holds {raw:?}:\n{out}");
+            assert!(
+                !out.contains("\n  PASS  all"),
+                "{form} has a forged line:\n{out}"
+            );
+        }
+        assert!(
+            report.to_text().contains("550 no\\u{1b}]0;owned\\u{7}"),
+            "{}",
+            report.to_text()
+        );
     }
 }

@@ -189,10 +189,7 @@ fn hostile_and_awkward_acme_values_reach_lego_byte_exact_and_never_run() {
         Row::directory("https://acme.example/back\\slash\\"),
         Row::directory("https://acme.example/$HOME${PATH}$1$@"),
         Row::directory("https://acme.example/*"),
-        Row::email("`CANARY`@example.com"),
-        Row::email("o'brien@example.com"),
-        Row::email("a&b|c*d$e{f}!#%@example.com"),
-        Row::email("'$HOME'@example.com"),
+        Row::email("o.brien+acme_1-x@example.com"),
         Row {
             names: vec!["*.example.com".into(), "example.com".into()],
             ..Row::new()
@@ -238,6 +235,28 @@ fn acme_values_the_site_model_refuses_are_refused_where_they_are_written() {
             "not a valid local part",
         ),
         (Row::email("a;CANARY@example.com"), "not a valid local part"),
+        // Valid mail addresses, but not ACME account e-mails: lego names a directory after
+        // the address, and one rule (check, build, cert) keeps it to a safe alphabet.
+        (
+            Row::email("`CANARY`@example.com"),
+            "an ACME account e-mail uses only",
+        ),
+        (
+            Row::email("o'brien@example.com"),
+            "an ACME account e-mail uses only",
+        ),
+        (
+            Row::email("a&b|c*d$e{f}!#%@example.com"),
+            "an ACME account e-mail uses only",
+        ),
+        (
+            Row::email("'$HOME'@example.com"),
+            "an ACME account e-mail uses only",
+        ),
+        (
+            Row::directory("https://ops:s3cret@acme.example/dir"),
+            "holds user information",
+        ),
         (Row::email("a b@example.com"), "not a valid local part"),
         (Row::email("a\nb@example.com"), "not a valid local part"),
         (
@@ -276,7 +295,9 @@ fn mailbake_build_writes_an_acme_conf_that_runs_nothing() {
     let work = tempfile::tempdir().expect("temp dir");
     let row = Row {
         directory: format!("https://acme.example/$({RUN_CANARY})?a=1&b=2"),
-        email: format!("`{RUN_CANARY}`@example.com"),
+        // The e-mail's alphabet is closed (letters, digits, `.`, `_`, `+`, `-`); the directory's
+        // path carries the hostile bytes through the real build.
+        email: "ops+acme@example.com".into(),
         ..Row::new()
     };
     let unpacked = fixture::built_example_with_acme(

@@ -185,3 +185,22 @@ pub fn output_with_input(cmd: &mut Command, input: &[u8]) -> Output {
         .wait_with_output()
         .unwrap_or_else(|e| panic!("{cmd:?} does not finish: {e}"))
 }
+
+/// A command's standard output then standard error, as text (for checks and messages).
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The names in `dir`, sorted (what a command left there).
+pub fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
