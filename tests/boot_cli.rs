@@ -227,3 +227,190 @@ fn a_stopped_boot_stops_its_guest_and_removes_its_seed() {
     assert!(!running(qemu), "QEMU {qemu} still runs");
     assert!(private_dirs(&tmp).is_empty(), "{:?}", private_dirs(&tmp));
 }
+
+/// README's operator commands, as an operator types them in the directory holding site.yaml
+/// and its store `secrets/`: `mailbake build site.yaml`, the disk image made from a signed
+/// SHA256SUMS (the stand-in for Ubuntu's disk), then `mailbake boot site.yaml --host mx1
+/// --image mail.qcow2`. The seed comes from the store; the ports it prints answer: SMTP greets
+/// with mx1's FQDN and offers STARTTLS. On QEMU's user network the host gets its own IPv4
+/// address (the boot report on the console says so), so nothing waits for an address that
+/// never comes.
+#[test]
+fn readme_boot_answers_smtp_on_the_forwards_it_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let site_dir = dir.path();
+    std::fs::copy(testkit::example_site(), site_dir.join("site.yaml")).unwrap();
+    testkit::example_secrets(site_dir);
+    testkit::run(
+        Command::new(env!("CARGO_BIN_EXE_mailbake"))
+            .current_dir(site_dir)
+            .args(["build", "site.yaml", "--out", "out"]),
+    );
+    testkit::guest::build_image(
+        &site_dir.join("out/overlay.tar"),
+        &site_dir.join("mail.qcow2"),
+    );
+
+    let serial = site_dir.join("serial.log");
+    let mut boot = Stopped(
+        Command::new(env!("CARGO_BIN_EXE_mailbake"))
+            .current_dir(site_dir)
+            .args([
+                "boot",
+                "site.yaml",
+                "--host",
+                "mx1",
+                "--image",
+                "mail.qcow2",
+            ])
+            // Not README's: where the console goes, for the evidence; and a bound on the guest.
+            .arg("--serial-log")
+            .arg(&serial)
+            .args(["--timeout", "1200"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let said = BootOutput::follow(boot.0.stderr.take().unwrap());
+    let console = || std::fs::read_to_string(&serial).unwrap_or_default();
+    let ready = wait_until(1200, || said.text().contains("SMTP ready after"));
+    assert!(
+        ready,
+        "mailbake boot never said SMTP was ready:\n{}\n--- console ---\n{}",
+        said.text(),
+        console()
+    );
+    let text = said.text();
+    assert!(text.contains("seed: host mx1 (smtp.example.com)"), "{text}");
+    let smtp = forward_of(&text, 25);
+    let (banner, ehlo) = greet(smtp);
+    assert!(
+        banner.starts_with("220 smtp.example.com "),
+        "banner on {smtp}: {banner}\n{text}"
+    );
+    assert!(
+        ehlo.lines().any(|l| l.get(4..) == Some("STARTTLS")),
+        "EHLO on {smtp} offers no STARTTLS:\n{ehlo}"
+    );
+    // Every mail port it printed is open.
+    for port in [465, 587] {
+        let addr = forward_of(&text, port);
+        assert!(
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)).is_ok(),
+            "guest port {port} on {addr} does not answer"
+        );
+    }
+    // The console's boot report comes after chasquid: its IPv4 line, `ok` or `FAIL`.
+    let report = || {
+        console()
+            .lines()
+            .filter(|l| l.contains("mailbake-report:") || l.contains("network-ready"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        wait_until(300, || report().contains(" IPv4 address (DHCP): ")),
+        "no boot report on the console:\n{}",
+        console()
+    );
+    assert!(
+        report().contains("mailbake-report: ok   IPv4 address (DHCP): 203.0.113.10"),
+        "the guest does not have the site's IPv4 address:\n{}",
+        report()
+    );
+
+    // SAFETY: kill(2) on our own child's pid, not yet reaped.
+    unsafe {
+        libc::kill(i32::try_from(boot.0.id()).unwrap(), libc::SIGTERM);
+    }
+    let mut status = None;
+    assert!(
+        wait_until(120, || {
+            status = boot.0.try_wait().unwrap();
+            status.is_some()
+        }),
+        "mailbake boot did not stop on SIGTERM"
+    );
+    assert!(status.unwrap().success(), "{}", said.text());
+}
+
+/// A `mailbake boot` that a failing assertion must not leave running: killed on drop (its
+/// QEMU dies with it).
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// What a running `mailbake boot` wrote to its stderr so far, read by a thread.
+struct BootOutput(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl BootOutput {
+    fn follow(stderr: std::process::ChildStderr) -> BootOutput {
+        use std::io::BufRead;
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        BootOutput(text)
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// The loopback address `mailbake boot` printed for `guest_port` (`forward: guest port 25 ->
+/// 127.0.0.1:PORT`).
+fn forward_of(said: &str, guest_port: u16) -> std::net::SocketAddr {
+    said.lines()
+        .filter_map(|l| l.strip_prefix("forward: guest port "))
+        .filter_map(|l| l.split_once(" -> "))
+        .find(|(port, _)| port.trim() == guest_port.to_string())
+        .and_then(|(_, addr)| addr.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no forward of guest port {guest_port} printed:\n{said}"))
+}
+
+/// The SMTP greeting on `addr` and the reply to `EHLO`, then `QUIT`.
+fn greet(addr: std::net::SocketAddr) -> (String, String) {
+    use std::io::{BufRead, Write};
+    let stream =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(10)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let reply = |reader: &mut std::io::BufReader<std::net::TcpStream>| {
+        let mut all = String::new();
+        for _ in 0..50 {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            all.push_str(&line.replace('\r', ""));
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        }
+        all
+    };
+    let banner = reply(&mut reader);
+    let mut writer = stream;
+    writer.write_all(b"EHLO client.example.org\r\n").unwrap();
+    let ehlo = reply(&mut reader);
+    let _ = writer.write_all(b"QUIT\r\n");
+    (banner.trim_end().to_string(), ehlo)
+}

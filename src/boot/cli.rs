@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+use super::user_net::UserNet;
 use super::{Accel, DiskBus, Firmware, Vm, VmOptions};
 
 /// Boot a disk image in QEMU (SeaBIOS → GRUB → Linux) with the mail and SSH ports forwarded
@@ -89,6 +90,22 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         Some(seed) => Some(seed.path.clone()),
         None => args.seed,
     };
+    if let Some(seed) = &site_seed {
+        match &seed.user_net {
+            Ok(layout) => {
+                eprintln!(
+                    "user network: {} (the host at {}, slirp at {})",
+                    layout.net, layout.guest, layout.gateway
+                );
+                opts.user_net = Some(layout.clone());
+            }
+            // Booting still shows the guest; the console says what it waited for.
+            Err(reason) => eprintln!(
+                "warning: the user network cannot give the host its own IPv4 address ({reason}); \
+                 its network-ready waits for it until that gives up, then chasquid starts"
+            ),
+        }
+    }
     opts.accel = args.accel;
     opts.memory_mib = args.memory;
     opts.cpus = args.cpus;
@@ -188,7 +205,18 @@ fn seed_for_host(
         "seed: host {} ({}), instance-id {}",
         chosen.host, chosen.fqdn, chosen.instance_id
     );
-    Ok(SeedDir { _dir: dir, path })
+    let user_net = loaded
+        .site
+        .hosts
+        .iter()
+        .find(|(name, _)| name.to_string() == chosen.host)
+        .map(|(_, host)| UserNet::for_host(host))
+        .unwrap_or_else(|| Err(format!("the site has no host `{}`", chosen.host)));
+    Ok(SeedDir {
+        _dir: dir,
+        path,
+        user_net,
+    })
 }
 
 /// Prefix of the private directory holding a boot's seed image.
@@ -199,6 +227,8 @@ struct SeedDir {
     /// Kept for its `Drop`, which removes the directory.
     _dir: tempfile::TempDir,
     path: PathBuf,
+    /// The user network that gives the host its own IPv4 address, or why there is none.
+    user_net: Result<UserNet, String>,
 }
 
 /// `--forward-base`: the first of the host ports for guest ports 25, 465, 587 and 22, so all

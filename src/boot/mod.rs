@@ -4,8 +4,9 @@
 //! providers that boot that way.
 //!
 //! Networking is QEMU's user-mode stack (slirp) by default, so guest traffic never leaves the
-//! process: the guest reaches the host's loopback as 10.0.2.2 and the mail and SSH ports are
-//! forwarded to `127.0.0.1:<port>` only. IPv6 is on in slirp so the guest's IPv6 configuration
+//! process: the guest reaches the host's loopback through slirp's address (10.0.2.2, or the
+//! site's gateway when [`VmOptions::user_net`] lays the network out as the site's) and the mail
+//! and SSH ports are forwarded to `127.0.0.1:<port>` only. IPv6 is on in slirp so the guest's IPv6 configuration
 //! is exercised. The boot tests instead plug the guest into a tap device of a network namespace
 //! they made ([`Network::Tap`] with [`VmOptions::netns`]), where it has the site's own addresses.
 //!
@@ -13,6 +14,7 @@
 //! guest behind.
 
 pub mod cli;
+pub mod user_net;
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -119,6 +121,9 @@ pub struct VmOptions {
     pub snapshot: bool,
     pub qemu: PathBuf,
     pub network: Network,
+    /// The user network laid out as the site's (`mailbake boot SITE`); QEMU's 10.0.2.0/24
+    /// when `None`. Ignored on a tap.
+    pub user_net: Option<user_net::UserNet>,
     /// Run QEMU inside this network namespace (`ip netns exec NAME`), where its tap lives.
     pub netns: Option<String>,
     pub disk_cache: DiskCache,
@@ -140,6 +145,7 @@ impl VmOptions {
             snapshot: true,
             qemu: PathBuf::from("qemu-system-x86_64"),
             network: Network::User,
+            user_net: None,
             netns: None,
             disk_cache: DiskCache::Unsafe,
             firmware: Firmware::Bios,
@@ -590,9 +596,16 @@ fn netdev(opts: &VmOptions) -> Result<(String, Vec<(u16, SocketAddr)>), BootErro
             // Both named: naming only `ipv6=on` makes QEMU turn IPv4 off (no DHCP lease, no
             // forwards).
             let mut netdev = String::from("user,id=net0,ipv4=on,ipv6=on");
+            let guest_addr = match &opts.user_net {
+                Some(layout) => {
+                    netdev.push_str(&layout.netdev_options());
+                    layout.guest.to_string()
+                }
+                None => String::new(),
+            };
             for (guest, host) in &forwards {
                 netdev.push_str(&format!(
-                    ",hostfwd=tcp:{}:{}-:{guest}",
+                    ",hostfwd=tcp:{}:{}-{guest_addr}:{guest}",
                     host.ip(),
                     host.port()
                 ));
