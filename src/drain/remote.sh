@@ -88,14 +88,19 @@ EOF
     mv -f "$tmp" "$units/$loopback"
 fi
 systemctl daemon-reload
-if [ "$mode" = all ]; then
-    systemctl start "$loopback"
-else
+if [ "$mode" = smtp ]; then
     systemctl stop "$loopback" 2>/dev/null || true
 fi
 # shellcheck disable=SC2086 # $close is a list of unit names
 systemctl stop $close
 say "closed $close: new connections are refused, and senders retry later"
+if [ "$mode" = all ]; then
+    # systemd refuses to start a socket whose service is already running ("Socket service
+    # chasquid.service already active, refusing"), so the loopback listener cannot be added
+    # under a running chasquid: stop it, and the restart below starts the loopback socket
+    # with it (the unit above Requires= it).
+    systemctl stop chasquid.service
+fi
 
 # chasquid has no command that retries its queue now: every message waits in its own send
 # loop (1, 5, 10, then 20 minutes between attempts). A fresh start loads every queued message
