@@ -16,7 +16,8 @@ use testkit::run;
 /// or `packages.lock` from the tree it was compiled in fails here, since that tree is gone.
 ///
 /// Slow: the install compiles mailbake in release mode. Its dependencies are compiled once
-/// into `<target>/ci-install` (kept between runs, so later runs rebuild only mailbake).
+/// into the cache's `release-target` (kept between runs and clones, so later runs rebuild
+/// only mailbake).
 #[test]
 fn an_installed_binary_builds_the_example_with_no_checkout() {
     let tmp = tempfile::tempdir().unwrap();
@@ -81,7 +82,8 @@ fn an_installed_binary_builds_the_example_with_no_checkout() {
 /// digest in `example.qcow2.sha256`.
 ///
 /// Cheap after the first run: the base is cached (`$MAILBAKE_CACHE`, keyed by digest) and the
-/// release build's dependencies are kept in `<target>/ci-install`, shared with the test above.
+/// release build's dependencies are kept in the cache's `release-target`, shared with the
+/// test above.
 #[test]
 fn readme_example_bakes_every_artifact_from_a_clean_out() {
     let tmp = tempfile::tempdir().unwrap();
@@ -215,15 +217,15 @@ fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
-/// Beside this build's own target directory, so that release builds of the dependencies
-/// survive between runs, yet never share a lock with the `cargo test` that runs us.
+/// In mailbake's cache outside the checkout (`$MAILBAKE_CACHE`, else `~/.cache/mailbake`),
+/// so that release builds of the dependencies survive fresh clones as well as runs (a fresh
+/// clone's `target/` is empty, and compiling them again cost every CI run minutes), and never
+/// share a lock with the `cargo test` that runs us. cargo's own fingerprints (compiler
+/// version, Cargo.lock, features, sources) decide what is rebuilt; a cold cache builds all.
 fn install_target_dir() -> PathBuf {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mailbake"));
-    let target = bin
-        .parent()
-        .and_then(Path::parent)
-        .expect("the binary is in <target>/<profile>/");
-    target.join("ci-install")
+    let cache = mailbake::fetch::Cache::open_default()
+        .unwrap_or_else(|e| panic!("mailbake's cache does not open: {e}"));
+    cache.root().join("release-target")
 }
 
 /// docs/ci/github-actions.yml is a valid GitHub Actions workflow (check-jsonschema with the
